@@ -1,0 +1,25 @@
+"""``python -m flip [experiment=...] [overrides]``: the Hydra entry point (thin; see flip.train)."""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from flip.errors import ConfigError, DataNotFoundError
+from flip.train import train
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with open_dict(cfg):
+        cfg.output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
+    try:
+        summary = train(cfg)
+    except (ConfigError, DataNotFoundError) as err:
+        sys.exit(f"flip: {err}")
+    return summary["final"].get("global/acc1")
+
+
+if __name__ == "__main__":
+    main()

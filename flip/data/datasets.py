@@ -1,0 +1,308 @@
+"""Image data sets (MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100) as uint8 tensors, and transforms.
+
+Files are parsed by torchvision's own dataset classes; this module only decides where the files
+come from (a local root, the Debian package ``dataset-fashion-mnist``, or torchvision's download)
+and turns every failure to find them into a :class:`~flip.errors.DataNotFoundError` that says
+where to put which files. Source: ``/work/shared/spec/DATA.md`` (table of data sets).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+from torchvision.transforms import v2
+
+from flip.errors import ConfigError, DataNotFoundError
+
+DEBIAN_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a supported data set (known before any file is read).
+
+    ``shape`` is (C, H, W) of the stored images; ``mean``/``std`` are the per-channel
+    normalisation constants of the training split on the [0, 1] scale.
+    """
+
+    title: str
+    num_classes: int
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("MNIST", 10, (1, 28, 28), (0.1307,), (0.3081,)),
+    "fmnist": DatasetInfo("Fashion-MNIST", 10, (1, 28, 28), (0.2860,), (0.3530,)),
+    "cifar10": DatasetInfo(
+        "CIFAR-10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ),
+    "cifar100": DatasetInfo(
+        "CIFAR-100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    ),
+}
+DATASET_NAMES = ", ".join(DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Return the :class:`DatasetInfo` of ``name``.
+
+    Raises:
+        ConfigError: ``data.name`` is not one of mnist, fmnist, cifar10, cifar100.
+    """
+    if name not in DATASETS:
+        raise ConfigError("data.name", name, DATASET_NAMES)
+    return DATASETS[name]
+
+
+@dataclass
+class ImageSet:
+    """One split of an image data set held in memory.
+
+    Attributes:
+        images: uint8 tensor (N, C, H, W), pixel values 0..255.
+        labels: int64 tensor (N,), values in 0..num_classes-1.
+        num_classes: number of classes of the data set (not only those present).
+        mean, std: per-channel normalisation constants on the [0, 1] scale.
+        name: data set name (``mnist``, ``fmnist``, ``cifar10``, ``cifar100``).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+class _CIFAR10Files(tvd.CIFAR10):
+    """torchvision's CIFAR-10 that checks only that the pickles exist, not their md5.
+
+    torchvision compares every pickle with the md5 of the official release, so a subset of the
+    data, or a test fixture written in the real pickle format, is rejected as "corrupted".
+    The format itself is still parsed (and validated) by torchvision's own loader.
+    """
+
+    train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in tvd.CIFAR10.test_list]
+    meta = {**tvd.CIFAR10.meta, "md5": None}
+
+
+class _CIFAR100Files(tvd.CIFAR100):
+    """torchvision's CIFAR-100, checking only that the pickles exist (see ``_CIFAR10Files``)."""
+
+    train_list = [[name, None] for name, _ in tvd.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in tvd.CIFAR100.test_list]
+    meta = {**tvd.CIFAR100.meta, "md5": None}
+
+
+_TV_CLASSES = {
+    "mnist": tvd.MNIST,
+    "fmnist": tvd.FashionMNIST,
+    "cifar10": _CIFAR10Files,
+    "cifar100": _CIFAR100Files,
+}
+
+
+def _expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
+    """The directory torchvision reads ``name`` from under ``root`` and the file names there."""
+    if name in ("mnist", "fmnist"):
+        cls = _TV_CLASSES[name]
+        return root / cls.__name__ / "raw", list(_IDX_FILES)
+    cls = _TV_CLASSES[name]
+    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return root / cls.base_folder, files
+
+
+def _missing_message(name: str, root: Path, debian_dir: str, reason: str) -> str:
+    info = DATASETS[name]
+    folder, files = _expected_files(name, root)
+    msg = f"{info.title} data not found ({reason}). Put these files in {folder}/: "
+    msg += ", ".join(files)
+    if name in ("mnist", "fmnist"):
+        msg += " (uncompressed IDX files; the .gz versions are decompressed automatically)"
+    if name == "fmnist":
+        msg += (
+            f", or install the Debian package (apt-get install dataset-fashion-mnist), which "
+            f"provides {debian_dir}/*.gz"
+        )
+    msg += ", or run with data.download=true on a machine with internet access."
+    return msg
+
+
+def _decompress_idx(sources: list[Path], raw_dir: Path) -> None:
+    """Decompress IDX ``.gz`` files into ``raw_dir`` if raw files are missing there.
+
+    Each missing ``<name>`` is taken from the first of ``sources`` holding ``<name>.gz``; the
+    write goes to a temporary file that is then renamed, so concurrent runs never see a partial
+    file. Nothing happens unless all four files can be completed.
+    """
+    missing = [f for f in _IDX_FILES if not (raw_dir / f).is_file()]
+    if not missing:
+        return
+    plan = {}
+    for f in missing:
+        src = next((d / f"{f}.gz" for d in sources if (d / f"{f}.gz").is_file()), None)
+        if src is None:
+            return
+        plan[f] = src
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for f, src in plan.items():
+        fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{f}.")
+        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+        os.replace(tmp, raw_dir / f)
+
+
+def _to_imageset(ds, name: str) -> ImageSet:
+    info = DATASETS[name]
+    data = torch.as_tensor(ds.data)
+    if data.ndim == 3:  # MNIST family: (N, H, W)
+        images = data.unsqueeze(1)
+    else:  # CIFAR: (N, H, W, C) numpy
+        images = data.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    return ImageSet(
+        images=images.to(torch.uint8).contiguous(),
+        labels=labels,
+        num_classes=info.num_classes,
+        mean=info.mean,
+        std=info.std,
+        name=name,
+    )
+
+
+def load_dataset(
+    name: str, root: str | os.PathLike, download: bool, debian_dir: str = DEBIAN_FMNIST_DIR
+) -> tuple[ImageSet, ImageSet]:
+    """Load the training and official test split of an image data set.
+
+    Layout under ``root`` is torchvision's: ``MNIST/raw/``, ``FashionMNIST/raw/`` (uncompressed
+    IDX), ``cifar-10-batches-py/``, ``cifar-100-python/`` (python pickles). For ``fmnist``, if
+    the raw files are missing and ``debian_dir`` holds the Debian package's ``.gz`` files, they
+    are decompressed into ``root/FashionMNIST/raw/`` first (DATA.md: the embedded default data).
+    ``.gz`` files placed in an MNIST/Fashion-MNIST raw folder are decompressed too.
+
+    Args:
+        name: ``mnist``, ``fmnist``, ``cifar10`` or ``cifar100``.
+        root: data directory.
+        download: let torchvision download missing files (needs internet access).
+        debian_dir: where the Debian package ``dataset-fashion-mnist`` puts its files.
+
+    Returns:
+        ``(train, test)`` :class:`ImageSet` s; images uint8 (N, C, H, W), labels int64 (N,).
+
+    Raises:
+        ConfigError: unknown ``data.name``.
+        DataNotFoundError: files missing (and ``download`` off, or the download failed), or
+            unreadable; the message names the directory and the files to put there.
+    """
+    info = dataset_info(name)
+    root = Path(root).expanduser().absolute()
+    cls = _TV_CLASSES[name]
+    if name in ("mnist", "fmnist"):
+        raw_dir, _ = _expected_files(name, root)
+        sources = [raw_dir] + ([Path(debian_dir)] if name == "fmnist" else [])
+        try:
+            _decompress_idx(sources, raw_dir)
+        except (OSError, EOFError) as err:
+            raise DataNotFoundError(
+                _missing_message(name, root, debian_dir, f"decompressing failed: {err}")
+            ) from None
+    folder, files = _expected_files(name, root)
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing and not download:
+        reason = f"data.download=false and missing: {', '.join(missing)}"
+        raise DataNotFoundError(_missing_message(name, root, debian_dir, reason))
+    try:
+        if download:
+            root.mkdir(parents=True, exist_ok=True)
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=False)
+    except Exception as err:  # any failure (network, parsing) becomes one clear message
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [""]
+        first = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+        if missing:
+            reason = f"download failed: {type(err).__name__}: {first}"
+        else:
+            reason = f"files in {folder} could not be read: {type(err).__name__}: {first}"
+        raise DataNotFoundError(_missing_message(name, root, debian_dir, reason)) from None
+    out = _to_imageset(train, name), _to_imageset(test, name)
+    for split in out:
+        if tuple(split.images.shape[1:]) != info.shape:
+            raise DataNotFoundError(
+                f"{info.title} files in {folder} hold images of shape "
+                f"{tuple(split.images.shape[1:])}, expected {info.shape}."
+            )
+    return out
+
+
+def build_transform(
+    imageset: ImageSet,
+    train: bool,
+    resize: int | None = None,
+    hflip: bool = False,
+    color_jitter: float | None = None,
+) -> v2.Compose:
+    """Transform for one uint8 image tensor (C, H, W) -> normalised float32 (C, H', W').
+
+    Order: optional ``Resize((resize, resize))``; on training only ``RandomHorizontalFlip`` (if
+    ``hflip``) and ``ColorJitter(brightness=contrast=saturation=color_jitter)`` (if set); then
+    ``ToDtype(float32, scale=True)`` and ``Normalize(imageset.mean, imageset.std)``. Test
+    transforms (``train=False``) are deterministic (DATA.md: local test sets use test transforms).
+    """
+    steps: list = []
+    if resize is not None:
+        steps.append(v2.Resize((int(resize), int(resize)), antialias=True))
+    if train and hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if train and color_jitter:
+        cj = float(color_jitter)
+        steps.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(imageset.mean, imageset.std)]
+    return v2.Compose(steps)
+
+
+class ClientDataset(Dataset):
+    """The samples ``indices`` of a shared image tensor, transformed on access.
+
+    Args:
+        images: uint8 tensor (N, C, H, W), shared by all clients (not copied).
+        labels: int64 tensor (N,).
+        indices: positions into ``images`` (any integer sequence / array).
+        transform: callable mapping a uint8 (C, H, W) tensor to a float tensor (C, H', W').
+
+    Items are ``(x, y)``: ``x`` float32 (C, H', W'), ``y`` Python int.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices, transform):
+        self.images = images
+        self.labels = labels
+        self.indices = torch.as_tensor(indices, dtype=torch.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        return self.transform(self.images[j]), int(self.labels[j])

@@ -1,0 +1,111 @@
+"""The client: a LightningModule owning loss, metrics and client optimizer (ALGORITHMS.md §1)."""
+
+from collections.abc import Callable, Mapping
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from flip.pruning import apply_masks
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """top-1 and top-5 accuracy (micro), F1, precision and recall (``weighted`` average).
+
+    Keys: ``acc1``, ``acc5``, ``f1``, ``precision``, ``recall``; each a fraction in [0, 1].
+    top-5 becomes top-min(5, num_classes).
+    """
+    kw = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "acc1": MulticlassAccuracy(top_k=1, average="micro", **kw),
+            "acc5": MulticlassAccuracy(top_k=min(5, num_classes), average="micro", **kw),
+            "f1": MulticlassF1Score(average="weighted", **kw),
+            "precision": MulticlassPrecision(average="weighted", **kw),
+            "recall": MulticlassRecall(average="weighted", **kw),
+        }
+    )
+
+
+class ClientModule(L.LightningModule):
+    """One client's local training and any evaluation of a model (ALGORITHMS.md §1, step 2).
+
+    ``net``: the client's copy of the global network, logits ``(B, num_classes)``.
+    ``optimizer``: a partial ``torch.optim`` constructor taking ``(params, lr=...)`` (Hydra
+    ``_partial_``). ``lr``: this round's client learning rate. ``masks``: ``{param name: bool
+    tensor}``; masked gradients are zeroed before and masked entries re-zeroed after every
+    optimizer step, so they stay exactly 0 (§2.3). Logs ``train/loss`` per epoch (its mean
+    over the epoch's samples is kept in ``epoch_losses``) and, in ``test``, ``loss`` plus
+    :func:`classification_metrics`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr: float,
+        masks: Mapping[str, Tensor] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.optimizer_fn = optimizer
+        self.lr = lr
+        self.masks = dict(masks) if masks else None
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.metrics = classification_metrics(num_classes)
+        self.epoch_losses: list[float] = []
+        self._loss_sum = 0.0
+        self._count = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss_fn(self.net(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self._loss_sum += float(loss.detach()) * len(y)
+        self._count += len(y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_losses.append(self._loss_sum / max(self._count, 1))
+        self._loss_sum, self._count = 0.0, 0
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.masks:
+            for n, p in self.net.named_parameters():
+                m = self.masks.get(n)
+                if m is not None and p.grad is not None:
+                    p.grad.mul_(m.to(device=p.device, dtype=p.dtype))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        apply_masks(self.net, self.masks)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        self._loss_sum += float(self.loss_fn(logits, y)) * len(y)
+        self._count += len(y)
+        self.metrics.update(logits, y)
+
+    def on_test_epoch_start(self) -> None:
+        self.metrics.reset()
+        self._loss_sum, self._count = 0.0, 0
+
+    def on_test_epoch_end(self) -> None:
+        out = {k: float(v) for k, v in self.metrics.compute().items()}
+        out["loss"] = self._loss_sum / max(self._count, 1)
+        self.test_results = out
+        self._loss_sum, self._count = 0.0, 0
+
+    def configure_optimizers(self):
+        return self.optimizer_fn(self.net.parameters(), lr=self.lr)

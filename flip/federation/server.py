@@ -1,0 +1,293 @@
+"""The federated round every algorithm shares: FedAvg with a server optimizer (ALGORITHMS.md §1)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flip.federation.aggregation import average_buffers, client_weights, pseudo_gradient
+from flip.federation.client import ClientModule
+from flip.federation.progress import RoundProgress
+from flip.federation.recorder import RunRecorder
+from flip.federation.seeding import TRAINING, derive_seed, sample_clients
+from flip.metrics.costs import (
+    GB,
+    effective_flops,
+    param_counts,
+    profile_flops,
+    training_flops,
+    transfer_bytes,
+)
+from flip.pruning import apply_masks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientUpdate:
+    """What one client's local training returns to the server."""
+
+    client: int
+    params: dict[str, Tensor]  # θ_k, detached
+    buffers: dict[str, Tensor]  # batch-norm statistics etc.
+    num_samples: int  # n_k, training samples held
+    samples_processed: int  # samples seen in all local epochs (for training FLOPs)
+    epoch_losses: list[float]  # epoch-mean training loss per local epoch
+
+
+def build_server_optimizer(factory: Callable, params) -> torch.optim.Optimizer:
+    """The server optimizer on θ, with momentum buffers set to zero before the first step.
+
+    torch's SGD seeds its momentum buffer with the first gradient; the paper's EMA starts from
+    m = 0 (m ← β·m + (1−β)·Δ, so the first step moves (1−β)·Δ). With the buffers zeroed,
+    ``SGD(lr=1, momentum=β, dampening=β)`` is that EMA exactly (ALGORITHMS.md §1 step 4).
+    """
+    opt = factory(params)
+    for group in opt.param_groups:
+        if group.get("momentum", 0):
+            for p in group["params"]:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    return opt
+
+
+class Federation:
+    """Runs rounds of ALGORITHMS.md §1 on a global network with an algorithm's hooks.
+
+    Args:
+        net: the initialised global network θ_0 (kept on ``device``).
+        datamodule: a set-up :class:`flip.data.FederatedDataModule`.
+        algorithm: a :class:`flip.algorithms.Algorithm` (hooks ``setup``, ``on_round_end``).
+        trainer: partial ``lightning.Trainer`` constructor (the one shared configuration);
+            called with ``max_epochs`` and ``callbacks``.
+        client_optimizer: partial ``torch.optim`` constructor ``(params, lr=...)``.
+        lr: client learning rate of round 1; round r uses ``lr·lr_decay^(r−1)`` (§1 step 5).
+        server_optimizer: partial ``torch.optim`` constructor on θ (§1 step 4).
+        rounds, local_epochs, participation: R, E and C of §1.
+        eval_every: evaluate every this many rounds and at the last round.
+        seed: the run seed; all random streams derive from it (:mod:`flip.federation.seeding`).
+        recorder: where rows go (``rounds.csv``, loggers).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        datamodule,
+        algorithm,
+        *,
+        trainer: Callable,
+        client_optimizer: Callable,
+        lr: float,
+        server_optimizer: Callable,
+        rounds: int,
+        local_epochs: int,
+        participation: float,
+        lr_decay: float = 1.0,
+        eval_every: int = 1,
+        seed: int = 0,
+        recorder: RunRecorder | None = None,
+        progress: bool = True,
+    ):
+        self.dm = datamodule
+        self.algorithm = algorithm
+        self.trainer_factory = trainer
+        self.client_optimizer = client_optimizer
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.server_optimizer_factory = server_optimizer
+        self.rounds = rounds
+        self.local_epochs = local_epochs
+        self.participation = participation
+        self.eval_every = eval_every
+        self.seed = seed
+        self.recorder = recorder
+        self.progress = progress
+        self.device = self.trainer_factory(max_epochs=1).strategy.root_device
+        self.net = net.to(self.device)
+        self.masks: dict[str, Tensor] | None = None
+        self.exploration = {"flops": 0.0, "bytes": 0, "samples": 0, "clients": 0}
+        self.totals = {"flops": 0.0, "bytes": 0}
+        self.history: list[dict] = []
+
+    # ----- clients -------------------------------------------------------------------------
+    def train_client(
+        self,
+        client: int,
+        net: nn.Module,
+        epochs: int,
+        lr: float,
+        seed: int,
+        masks: dict[str, Tensor] | None = None,
+        callbacks: Sequence = (),
+    ) -> ClientUpdate:
+        """Client ``client`` trains a copy of ``net`` for up to ``epochs`` epochs with a fresh
+        client optimizer at ``lr``; its data order and any augmentation draw from ``seed``."""
+        local = copy.deepcopy(net).train()
+        module = ClientModule(local, self.dm.num_classes, self.client_optimizer, lr, masks)
+        loader = self.dm.client_train_dataloader(client, seed)
+        torch.manual_seed(seed)
+        trainer = self.trainer_factory(max_epochs=epochs, callbacks=list(callbacks))
+        trainer.fit(module, train_dataloaders=loader)
+        n = self.dm.client_num_train(client)
+        return ClientUpdate(
+            client=client,
+            params={k: v.detach() for k, v in local.named_parameters()},
+            buffers={k: v.detach() for k, v in local.named_buffers()},
+            num_samples=n,
+            samples_processed=n * len(module.epoch_losses),
+            epoch_losses=module.epoch_losses,
+        )
+
+    def set_masks(self, masks: dict[str, Tensor] | None) -> None:
+        """Fix the global mask M (bool, per parameter) and apply θ ← θ ⊙ M (§2.3)."""
+        self.masks = {k: v.to(self.device) for k, v in masks.items()} if masks else None
+        apply_masks(self.net, self.masks)
+
+    def add_exploration_cost(self, update: ClientUpdate) -> None:
+        """Count one explorer: dense model down, D_k up (4 B per entry each), training FLOPs of
+        the dense model over the samples it processed (ALGORITHMS.md §2.1, §4)."""
+        numel = sum(p.numel() for p in self.net.parameters())
+        self.exploration["flops"] += training_flops(self.flops.total, update.samples_processed)
+        self.exploration["bytes"] += 2 * 4 * numel
+        self.exploration["samples"] += update.samples_processed
+        self.exploration["clients"] += 1
+
+    # ----- evaluation ----------------------------------------------------------------------
+    def test(self, loader) -> dict[str, float]:
+        """Loss and :func:`~flip.federation.client.classification_metrics` of the global model."""
+        module = ClientModule(self.net, self.dm.num_classes, self.client_optimizer, 0.0)
+        self.trainer_factory(max_epochs=1).test(module, dataloaders=loader, verbose=False)
+        return module.test_results
+
+    def evaluate(self) -> dict[str, float]:
+        """``global/*`` on the official test split; ``local/*`` over every client's local test
+        set: sample-weighted mean, plain mean and std across clients."""
+        row = {f"global/{k}": v for k, v in self.test(self.dm.test_dataloader()).items()}
+        per_client = [
+            self.test(self.dm.client_test_dataloader(k)) for k in range(self.dm.num_clients)
+        ]
+        n = np.array([self.dm.client_num_test(k) for k in range(self.dm.num_clients)], float)
+        for key in ("acc1", "f1", "loss"):
+            vals = np.array([r[key] for r in per_client])
+            row[f"local/{key}_weighted"] = float((vals * n).sum() / n.sum())
+            if key != "loss":
+                row[f"local/{key}_mean"] = float(vals.mean())
+                row[f"local/{key}_std"] = float(vals.std())
+        return row
+
+    # ----- rounds --------------------------------------------------------------------------
+    def run_round(self, r: int) -> dict:
+        """Round ``r`` (1-based) of ALGORITHMS.md §1; returns its row for ``rounds.csv``."""
+        start = time.perf_counter()
+        clients = sample_clients(self.seed, r, self.dm.num_clients, self.participation)
+        lr = self.lr * self.lr_decay ** (r - 1)
+        updates = [
+            self.train_client(
+                k,
+                self.net,
+                self.local_epochs,
+                lr,
+                derive_seed(self.seed, TRAINING, r, k),
+                self.masks,
+            )
+            for k in clients
+        ]
+        weights = client_weights([u.num_samples for u in updates])
+        params = dict(self.net.named_parameters())
+        delta = pseudo_gradient(
+            {k: p.detach() for k, p in params.items()}, [u.params for u in updates], weights
+        )
+        self.server_opt.zero_grad(set_to_none=False)
+        for name, p in params.items():
+            p.grad = delta[name]
+        self.server_opt.step()
+        self.server_opt.zero_grad(set_to_none=True)
+        apply_masks(self.net, self.masks)
+        if updates[0].buffers:
+            with torch.no_grad():
+                for name, b in average_buffers([u.buffers for u in updates], weights).items():
+                    self.net.get_buffer(name).copy_(b)
+        self.algorithm.on_round_end(self, r)
+
+        samples = sum(u.samples_processed for u in updates)
+        flops = training_flops(self.flops_per_sample, samples)
+        down, up = transfer_bytes({k: p.detach() for k, p in params.items()}, self.masks)
+        self.totals["flops"] += flops
+        self.totals["bytes"] += (down + up) * len(clients)
+        cum_bytes = self.totals["bytes"] + self.exploration["bytes"]
+        row = {
+            "round": r,
+            "clients/sampled": len(clients),
+            "lr/client": lr,
+            "train/loss": float(np.average([u.epoch_losses[-1] for u in updates], weights=weights)),
+            "model/nonzero_params": self.counts["nonzero_params"],
+            "model/density": self.counts["density"],
+            "cost/flops_train_round": flops,
+            "cost/flops_train_cum": self.totals["flops"] + self.exploration["flops"],
+            "cost/bytes_down_round": down * len(clients),
+            "cost/bytes_up_round": up * len(clients),
+            "cost/bytes_cum": cum_bytes,
+            "cost/gb_cum": cum_bytes / GB,
+        }
+        if r % self.eval_every == 0 or r == self.rounds:
+            row.update(self.evaluate())
+        row["time/round_s"] = time.perf_counter() - start
+        return row
+
+    def fit(self) -> dict:
+        """Algorithm set-up (e.g. AutoFLIP's exploration), then R rounds; every row is written
+        as soon as its round ends. Returns the run's summary (see :meth:`summary`)."""
+        self.flops = profile_flops(self.net, self.dm.input_shape)
+        self.algorithm.setup(self)
+        self.server_opt = build_server_optimizer(
+            self.server_optimizer_factory, self.net.parameters()
+        )
+        params = {k: p.detach() for k, p in self.net.named_parameters()}
+        self.counts = param_counts(params, self.masks)
+        self.flops_per_sample = effective_flops(self.flops, self.masks, self.net)
+        with RoundProgress(self.rounds, enabled=self.progress) as bar:
+            for r in range(1, self.rounds + 1):
+                row = self.run_round(r)
+                self.history.append(row)
+                if self.recorder:
+                    self.recorder.log_round(row)
+                bar.update(row)
+        return self.summary()
+
+    def summary(self) -> dict:
+        """Final and best metrics and the cost totals (ALGORITHMS.md §4), with and without the
+        exploration."""
+        evaluated = [h for h in self.history if "global/acc1" in h]
+        final = {k: v for k, v in evaluated[-1].items() if "/" in k} if evaluated else {}
+        best = (
+            {k: max(h[k] for h in evaluated) for k in ("global/acc1", "global/acc5")}
+            if evaluated
+            else {}
+        )
+        explo = self.exploration
+        return {
+            "algorithm": self.algorithm.name,
+            "rounds_completed": len(self.history),
+            "final": final,
+            "best": best,
+            "cost": {
+                **self.counts,
+                "flops_per_sample_dense": self.flops.total,
+                "flops_per_sample": self.flops_per_sample,
+                "train_flops_rounds": self.totals["flops"],
+                "train_flops_exploration": explo["flops"],
+                "train_flops_total": self.totals["flops"] + explo["flops"],
+                "bytes_rounds": self.totals["bytes"],
+                "bytes_exploration": explo["bytes"],
+                "bytes_total": self.totals["bytes"] + explo["bytes"],
+                "gb_total": (self.totals["bytes"] + explo["bytes"]) / GB,
+                "exploration_clients": explo["clients"],
+                "exploration_samples": explo["samples"],
+            },
+        }
