@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -55,6 +54,19 @@ def build_loggers(cfg: DictConfig, out_dir: Path) -> list:
         if lcfg is not None and "_target_" in lcfg:
             loggers.append(instantiate(lcfg, save_dir=str(out_dir)))
     return loggers
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"cost": {"gb_total": 1}}`` → ``{"cost/gb_total": 1}``; keys that already hold a
+    slash (``final`` → ``global/acc1``) are joined with one, e.g. ``final/global/acc1``."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}/"))
+        else:
+            out[name] = value
+    return out
 
 
 def train(cfg: DictConfig) -> dict:
@@ -122,6 +134,8 @@ def train(cfg: DictConfig) -> dict:
     )
     RunRecorder.write_summary(fed.recorder, summary)
     for lg in loggers:
-        lg.log_hyperparams({"summary": json.loads(json.dumps(summary))})
+        run = getattr(lg, "experiment", None)
+        if run is not None and hasattr(run, "summary"):  # W&B: the run's summary panel
+            run.summary.update(flatten(summary))
         lg.finalize("success")
     return summary

@@ -240,9 +240,9 @@ class Federation:
         row["time/round_s"] = time.perf_counter() - start
         return row
 
-    def fit(self) -> dict:
-        """Algorithm set-up (e.g. AutoFLIP's exploration), then R rounds; every row is written
-        as soon as its round ends. Returns the run's summary (see :meth:`summary`)."""
+    def setup(self) -> None:
+        """Before round 1: dense FLOPs profile, the algorithm's set-up (e.g. AutoFLIP's
+        exploration and mask), the server optimizer, parameter counts and effective FLOPs."""
         self.flops = profile_flops(self.net, self.dm.input_shape)
         self.algorithm.setup(self)
         self.server_opt = build_server_optimizer(
@@ -251,6 +251,11 @@ class Federation:
         params = {k: p.detach() for k, p in self.net.named_parameters()}
         self.counts = param_counts(params, self.masks)
         self.flops_per_sample = effective_flops(self.flops, self.masks, self.net)
+
+    def fit(self) -> dict:
+        """:meth:`setup`, then R rounds; every row is written as soon as its round ends.
+        Returns the run's summary (see :meth:`summary`)."""
+        self.setup()
         with RoundProgress(self.rounds, enabled=self.progress) as bar:
             for r in range(1, self.rounds + 1):
                 row = self.run_round(r)
