@@ -78,7 +78,8 @@ def train(cfg: DictConfig) -> dict:
     training step raises on bad input; after it, each round's row is written as it ends.
     Output: ``cfg.output_dir`` (the Hydra run directory under the CLI) gets
     ``config.yaml``, ``partition.json``, ``class_histogram.{csv,png}``, ``rounds.csv``,
-    ``summary.json`` and the algorithm's artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``).
+    ``summary.json``, the final global model ``model.pt`` (state dict) and the algorithm's
+    artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``).
     """
     check_config(cfg)
     quiet_lightning()
@@ -125,6 +126,7 @@ def train(cfg: DictConfig) -> dict:
         progress=cfg.progress,
     )
     summary = fed.fit()
+    torch.save(fed.net.state_dict(), out_dir / "model.pt")
     algorithm.save(out_dir)
     summary.update(
         experiment=cfg.experiment_name,

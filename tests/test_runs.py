@@ -52,6 +52,7 @@ def test_autoflip_cli_on_fashion_mnist(tmp_path):
         "summary.json",
         "guidance.pt",
         "mask.pt",
+        "model.pt",
     ):
         assert (run / name).is_file(), name
     rows = read_rows(run)
@@ -69,6 +70,10 @@ def test_autoflip_cli_on_fashion_mnist(tmp_path):
     guidance = torch.load(run / "guidance.pt")
     assert set(mask["masks"]) == set(guidance) and 0.0 < mask["tau"] < 1.0
     assert all(0.0 <= float(g.min()) and float(g.max()) <= 1.0 for g in guidance.values())
+    model = torch.load(run / "model.pt")  # masked entries are exactly zero after the rounds
+    for name, m in mask["masks"].items():
+        assert not model[name][~m].any(), name
+        assert model[name][m].count_nonzero() > 0.99 * int(m.sum()), name
 
 
 METRIC_COLUMNS = (

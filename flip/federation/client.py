@@ -20,7 +20,8 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     """top-1 and top-5 accuracy (micro), F1, precision and recall (``weighted`` average).
 
     Keys: ``acc1``, ``acc5``, ``f1``, ``precision``, ``recall``; each a fraction in [0, 1].
-    top-5 becomes top-min(5, num_classes).
+    top-5 becomes top-min(5, num_classes). F1, precision and recall share one state (the
+    same per-class stat scores).
     """
     kw = {"num_classes": num_classes}
     return MetricCollection(
@@ -30,7 +31,10 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "f1": MulticlassF1Score(average="weighted", **kw),
             "precision": MulticlassPrecision(average="weighted", **kw),
             "recall": MulticlassRecall(average="weighted", **kw),
-        }
+        },
+        # Explicit groups: automatic detection merges metrics whose states are equal after
+        # the first batch, e.g. top-1 and top-5 accuracy when every first prediction is right.
+        compute_groups=[["acc1"], ["acc5"], ["f1", "precision", "recall"]],
     )
 
 
