@@ -73,7 +73,8 @@ def test_autoflip_cli_on_fashion_mnist(tmp_path):
     model = torch.load(run / "model.pt")  # masked entries are exactly zero after the rounds
     for name, m in mask["masks"].items():
         assert not model[name][~m].any(), name
-        assert model[name][m].count_nonzero() > 0.99 * int(m.sum()), name
+        if name.endswith("weight"):  # kept weights live (biases start at 0 and may stay so)
+            assert model[name][m].count_nonzero() > 0.99 * int(m.sum()), name
 
 
 METRIC_COLUMNS = (
