@@ -20,7 +20,7 @@ SMALL = ["debug=smoke"]
         ("partition=dirichlet partition.alpha=0", "partition.alpha"),
         ("partition=dirichlet partition.alpha=-1", "partition.alpha"),
         ("partition.classes_per_client=11", "partition.classes_per_client"),
-        ("federation.num_clients=100000", "data.num_clients"),
+        ("federation.num_clients=100000", "federation.num_clients"),
         ("data.name=svhn", "data.name"),
         ("federation.participation=0", "federation.participation"),
         ("client.lr_decay=1.5", "client.lr_decay"),

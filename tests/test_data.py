@@ -250,7 +250,7 @@ def test_partition_is_seeded_and_setup_idempotent(tiny_mnist):
         (dict(test_fraction=1.0), "data.test_fraction"),
         (dict(train_subset=0.0), "data.train_subset"),
         (dict(batch_size=0), "data.batch_size"),
-        (dict(num_clients=0), "data.num_clients"),
+        (dict(num_clients=0), "federation.num_clients"),
     ],
 )
 def test_bad_config_rejected_at_construction(tmp_path, kw, field):
@@ -262,10 +262,10 @@ def test_bad_config_rejected_at_construction(tmp_path, kw, field):
 @pytest.mark.parametrize(
     "kw,field,text",
     [
-        (dict(num_clients=201), "data.num_clients", "1..200"),
+        (dict(num_clients=201), "federation.num_clients", "1..200"),
         (dict(num_clients=20, partition="dirichlet", min_samples=30), "partition.min_samples",
          "partition.alpha"),
-        (dict(num_clients=10, test_fraction=0.95, train_subset=0.1), "data.num_clients",
+        (dict(num_clients=10, test_fraction=0.95, train_subset=0.1), "federation.num_clients",
          "Client 0 has no training samples"),
     ],
 )

@@ -1,7 +1,7 @@
 """``FederatedDataModule``: loads an image data set, partitions it over clients, serves loaders.
 
 Source: ``/work/shared/spec/DATA.md`` ("Partitions (non-IID)"). Config fields named in errors:
-``data.name``, ``data.num_clients``, ``data.test_fraction``, ``data.train_subset``,
+``data.name``, ``federation.num_clients``, ``data.test_fraction``, ``data.train_subset``,
 ``data.batch_size``, ``data.eval_batch_size``, ``data.resize``, ``data.color_jitter``,
 ``data.num_workers``, ``partition.name``, ``partition.classes_per_client``, ``partition.alpha``,
 ``partition.min_samples``, ``partition.max_tries``.
@@ -175,7 +175,8 @@ class FederatedDataModule(L.LightningDataModule):
         checks = [
             ("partition.name", self.partition, ", ".join(PARTITIONS),
              self.partition in PARTITIONS),
-            ("data.num_clients", self._num_clients, "an integer >= 1", self._num_clients >= 1),
+            ("federation.num_clients", self._num_clients, "an integer >= 1",
+             self._num_clients >= 1),
             ("data.test_fraction", self.test_fraction, "a number in [0, 1)",
              0 <= self.test_fraction < 1),
             ("data.train_subset", self.train_subset, "a number in (0, 1]",
@@ -259,7 +260,7 @@ class FederatedDataModule(L.LightningDataModule):
             tr, te = split_train_test(subset[part], self.test_fraction, split_rng)
             if len(tr) == 0:
                 raise ConfigError(
-                    "data.num_clients", self._num_clients, "fewer clients",
+                    "federation.num_clients", self._num_clients, "fewer clients",
                     hint=f"Client {k} has no training samples ({len(part)} samples, "
                     f"data.test_fraction={self.test_fraction}); use fewer clients, a larger "
                     "data.train_subset, or a different partition.",

@@ -17,7 +17,7 @@ def _check_num_clients(labels: np.ndarray, num_clients: int) -> None:
     n = int(len(labels))
     if not 1 <= int(num_clients) <= n:
         raise ConfigError(
-            "data.num_clients",
+            "federation.num_clients",
             num_clients,
             f"1..{n}",
             hint=f"There are {n} training samples; every client needs at least one.",
@@ -42,7 +42,7 @@ def partition_iid(
         K sorted int64 index arrays; sizes differ by at most 1; together they cover 0..N-1 once.
 
     Raises:
-        ConfigError: ``data.num_clients`` outside 1..N.
+        ConfigError: ``federation.num_clients`` outside 1..N.
     """
     labels = np.asarray(labels)
     _check_num_clients(labels, num_clients)
@@ -99,8 +99,9 @@ def partition_patho(
         K sorted int64 index arrays.
 
     Raises:
-        ConfigError: ``partition.classes_per_client`` outside 1..num_classes; ``data.num_clients``
-            outside 1..N, or so large that a class has fewer samples than clients holding it.
+        ConfigError: ``partition.classes_per_client`` outside 1..num_classes;
+            ``federation.num_clients`` outside 1..N, or so large that a class has fewer samples
+            than clients holding it.
     """
     labels = np.asarray(labels)
     classes = np.unique(labels)
@@ -118,7 +119,7 @@ def partition_patho(
         idx = rng.permutation(np.flatnonzero(labels == cls))
         if len(idx) < len(holders):
             raise ConfigError(
-                "data.num_clients",
+                "federation.num_clients",
                 num_clients,
                 "fewer clients",
                 hint=f"Class {cls} has {len(idx)} samples but {len(holders)} clients hold it; "
@@ -158,7 +159,7 @@ def partition_dirichlet(
     Raises:
         ConfigError: ``partition.alpha`` <= 0; ``partition.min_samples`` < 0 or not reached in
             ``max_tries`` draws (message suggests a larger alpha or a smaller min_samples);
-            ``partition.max_tries`` < 1; ``data.num_clients`` outside 1..N.
+            ``partition.max_tries`` < 1; ``federation.num_clients`` outside 1..N.
     """
     labels = np.asarray(labels)
     if not alpha > 0:
