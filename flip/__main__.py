@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from flip.errors import ConfigError, DataNotFoundError
+from flip.errors import CheckpointError, ConfigError, DataNotFoundError, TrainingStopped
 from flip.train import train
 
 
@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float | None:
         cfg.output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
     try:
         summary = train(cfg)
-    except (ConfigError, DataNotFoundError) as err:
+    except (ConfigError, DataNotFoundError, CheckpointError, TrainingStopped) as err:
         sys.exit(f"flip: {err}")
     return summary["final"].get("global/acc1")
 
