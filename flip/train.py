@@ -67,8 +67,11 @@ def build_loggers(cfg: DictConfig, out_dir: Path, wandb_id: str | None = None) -
             kwargs, reason = {}, ""
             if lcfg["_target_"] == WANDB_LOGGER:
                 kwargs, reason = wandb_logger_kwargs(bool(lcfg.get("offline")), wandb_id)
-            lg = instantiate(lcfg, save_dir=str(out_dir), **kwargs)
+            lg = instantiate(lcfg, save_dir=str(out_dir), _convert_="all", **kwargs)
             if lcfg["_target_"] == WANDB_LOGGER:
+                # Lightning always passes anonymous=None, which W&B now warns about on every run
+                if getattr(lg, "_wandb_init", {}).get("anonymous", 0) is None:
+                    del lg._wandb_init["anonymous"]
                 announce(lg, reason, resumed=wandb_id is not None)
             loggers.append(lg)
     return loggers

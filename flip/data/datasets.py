@@ -156,7 +156,7 @@ def _missing_message(name: str, root: Path, debian_dir: str, reason: str) -> str
     return msg
 
 
-def _decompress_idx(sources: list[Path], raw_dir: Path) -> None:
+def _decompress_idx(sources: list[Path], raw_dir: Path, hint: str = "") -> None:
     """Decompress IDX ``.gz`` files into ``raw_dir`` if raw files are missing there.
 
     Each missing ``<name>`` is taken from the first of ``sources`` holding ``<name>.gz``; the
@@ -184,20 +184,27 @@ def _decompress_idx(sources: list[Path], raw_dir: Path) -> None:
             if isinstance(err, EOFError | gzip.BadGzipFile | zlib.error):
                 raise CorruptDataError(
                     f"{src} cannot be decompressed ({type(err).__name__}: {err}): it is "
-                    f"truncated or not a gzip file. {_REPLACE}"
+                    f"truncated or not a gzip file. {hint}".rstrip()
                 ) from None
             raise
         os.replace(tmp, raw_dir / f)
 
 
-_REPLACE = (
-    "Replace it with the original file (Fashion-MNIST: apt-get install --reinstall "
-    "dataset-fashion-mnist; any data set: delete it and run with data.download=true on a "
-    "machine with internet access)."
-)
+def _replace_hint(name: str) -> str:
+    """How to replace a damaged file of data set ``name``."""
+    if name == "fmnist":
+        return (
+            "Replace it: delete it and run again (flip decompresses Debian's files again; if "
+            "those are damaged: apt-get install --reinstall dataset-fashion-mnist), or run with "
+            "data.download=true on a machine with internet access."
+        )
+    return (
+        "Replace it with the original file, or delete it and run with data.download=true on a "
+        "machine with internet access."
+    )
 
 
-def check_idx_file(path: Path, ndim: int) -> int:
+def check_idx_file(path: Path, ndim: int, hint: str = "") -> int:
     """Check an uncompressed IDX file of unsigned bytes against its own header and return the
     number of items (its first dimension).
 
@@ -206,7 +213,7 @@ def check_idx_file(path: Path, ndim: int) -> int:
 
     Raises:
         CorruptDataError: wrong magic or number of dimensions, or a size that disagrees with
-            the header (a truncated file); the message names the file.
+            the header (a truncated file); the message names the file and ends with ``hint``.
     """
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -214,31 +221,31 @@ def check_idx_file(path: Path, ndim: int) -> int:
     if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] != ndim:
         raise CorruptDataError(
             f"{path} is not an IDX file of {ndim}-D unsigned bytes (it starts with "
-            f"{head[:4].hex() or 'nothing'}, expected 000008{ndim:02x}). {_REPLACE}"
+            f"{head[:4].hex() or 'nothing'}, expected 000008{ndim:02x}). {hint}".rstrip()
         )
     if len(head) < 4 + 4 * ndim:
-        raise CorruptDataError(f"{path} is truncated inside its IDX header. {_REPLACE}")
+        raise CorruptDataError(f"{path} is truncated inside its IDX header. {hint}".rstrip())
     dims = struct.unpack(f">{ndim}i", head[4:])
     expected = 4 + 4 * ndim + math.prod(dims)
     if size != expected:
         shape = "×".join(map(str, dims))
         raise CorruptDataError(
             f"{path} holds {size} bytes but its IDX header announces {shape} values "
-            f"({expected} bytes): the file is truncated or damaged. {_REPLACE}"
+            f"({expected} bytes): the file is truncated or damaged. {hint}".rstrip()
         )
     return dims[0]
 
 
-def _check_idx_files(folder: Path) -> None:
+def _check_idx_files(folder: Path, hint: str) -> None:
     """Every IDX file of an MNIST-family raw folder checked, and images/labels counts equal."""
     for split in ("train", "t10k"):
         images = folder / f"{split}-images-idx3-ubyte"
         labels = folder / f"{split}-labels-idx1-ubyte"
-        n_images, n_labels = check_idx_file(images, 3), check_idx_file(labels, 1)
+        n_images, n_labels = check_idx_file(images, 3, hint), check_idx_file(labels, 1, hint)
         if n_images != n_labels:
             raise CorruptDataError(
                 f"{images} holds {n_images} images but {labels} holds {n_labels} labels. "
-                f"{_REPLACE}"
+                f"{hint}"
             )
 
 
@@ -328,7 +335,7 @@ def load_dataset(
         raw_dir, _ = _expected_files(name, root)
         sources = [raw_dir] + ([Path(debian_dir)] if name == "fmnist" else [])
         try:
-            _decompress_idx(sources, raw_dir)
+            _decompress_idx(sources, raw_dir, _replace_hint(name))
         except CorruptDataError:
             raise
         except (OSError, EOFError) as err:
@@ -341,7 +348,7 @@ def load_dataset(
         reason = f"data.download=false and missing: {', '.join(missing)}"
         raise DataNotFoundError(_missing_message(name, root, debian_dir, reason))
     if not missing and name in ("mnist", "fmnist"):
-        _check_idx_files(folder)
+        _check_idx_files(folder, _replace_hint(name))
     try:
         if download:
             root.mkdir(parents=True, exist_ok=True)
@@ -350,7 +357,7 @@ def load_dataset(
     except Exception as err:  # any failure (network, parsing) becomes one clear message
         cifar = name in ("cifar10", "cifar100")
         if cifar and not missing and (problem := _find_bad_cifar_file(name, folder)):
-            raise CorruptDataError(f"{problem}. {_REPLACE}") from None
+            raise CorruptDataError(f"{problem}. {_replace_hint(name)}") from None
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [""]
         first = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
         if missing:
@@ -386,7 +393,8 @@ def _check_labels(name: str, folder: Path, splits: tuple[ImageSet, ImageSet]) ->
             if len(bad)
             else f"{len(labels)} labels for {len(split.images)} images"
         )
-        raise CorruptDataError(f"{where}: {DATASETS[name].title} data with {what}. {_REPLACE}")
+        title = DATASETS[name].title
+        raise CorruptDataError(f"{where}: {title} data with {what}. {_replace_hint(name)}")
 
 
 def build_transform(
