@@ -29,8 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -168,20 +167,23 @@ def collect_updates(fed: Federation, round_idx: int, lr: float) -> RoundUpdates:
     )
 
 
-@contextmanager
-def server_step_guard(fed: Federation, round_idx: int) -> Iterator[None]:
-    """Around the server step: if θ or a buffer is non-finite afterwards, restore θ, the buffers
-    and the server optimizer's state from before the step and raise :class:`TrainingStopped`."""
-    net_before = {k: v.detach().clone() for k, v in fed.net.state_dict().items()}
-    opt_before = copy.deepcopy(fed.server_opt.state_dict())
-    yield
+def snapshot(fed: Federation) -> tuple[dict, dict]:
+    """θ with the buffers, and the server optimizer's state, copied before the server step."""
+    net = {k: v.detach().clone() for k, v in fed.net.state_dict().items()}
+    return net, copy.deepcopy(fed.server_opt.state_dict())
+
+
+def keep_finite(fed: Federation, before: tuple[dict, dict], round_idx: int) -> None:
+    """After the server step: if θ or a buffer is non-finite, restore θ, the buffers and the
+    server optimizer's state from ``before`` (:func:`snapshot`) and raise
+    :class:`TrainingStopped`."""
     bad = first_nonfinite(dict(fed.net.named_parameters())) or first_nonfinite(
         dict(fed.net.named_buffers())
     )
     if bad is None:
         return
-    fed.net.load_state_dict(net_before)
-    fed.server_opt.load_state_dict(opt_before)
+    fed.net.load_state_dict(before[0])
+    fed.server_opt.load_state_dict(before[1])
     raise TrainingStopped(
         f"round {round_idx}: the server step made the global model non-finite (NaN/Inf in "
         f"{bad}); the global model of round {round_idx - 1} was kept and the run stops. Its last "

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from flip.federation.aggregation import average_buffers, client_weights, pseudo_gradient
 from flip.federation.checkpoint import set_rng_state
 from flip.federation.client import ClientModule
-from flip.federation.failures import collect_updates, server_step_guard
+from flip.federation.failures import collect_updates, keep_finite, snapshot
 from flip.federation.progress import RoundProgress
 from flip.federation.recorder import RunRecorder
 from flip.metrics.costs import (
@@ -207,17 +207,18 @@ class Federation:
         delta = pseudo_gradient(
             {k: p.detach() for k, p in params.items()}, [u.params for u in updates], weights
         )
-        with server_step_guard(self, r):  # never a non-finite global model
-            self.server_opt.zero_grad(set_to_none=False)
-            for name, p in params.items():
-                p.grad = delta[name]
-            self.server_opt.step()
-            self.server_opt.zero_grad(set_to_none=True)
-            apply_masks(self.net, self.masks)
-            if updates[0].buffers:
-                with torch.no_grad():
-                    for name, b in average_buffers([u.buffers for u in updates], weights).items():
-                        self.net.get_buffer(name).copy_(b)
+        before = snapshot(self)
+        self.server_opt.zero_grad(set_to_none=False)
+        for name, p in params.items():
+            p.grad = delta[name]
+        self.server_opt.step()
+        self.server_opt.zero_grad(set_to_none=True)
+        apply_masks(self.net, self.masks)
+        if updates[0].buffers:
+            with torch.no_grad():
+                for name, b in average_buffers([u.buffers for u in updates], weights).items():
+                    self.net.get_buffer(name).copy_(b)
+        keep_finite(self, before, r)  # never a non-finite global model
         self.algorithm.on_round_end(self, r)
 
         # costs: every sampled client was sent θ; every returned update was trained and sent up
