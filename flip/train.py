@@ -10,7 +10,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from flip.checks import check_config
 from flip.errors import ConfigError, DataNotFoundError
@@ -125,10 +125,11 @@ def train(cfg: DictConfig) -> dict:
     if resume is not None:
         check_resume_config(OmegaConf.to_container(cfg, resolve=True), resume)
         out_dir = resume.run_dir
+        with open_dict(cfg):
+            cfg.output_dir = str(out_dir)
         log.info("resuming %s after round %d (%s)", out_dir, resume.round, resume.path.name)
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     algorithm = build(cfg.algorithm)
     fed_cfg = cfg.federation
