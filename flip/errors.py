@@ -1,4 +1,4 @@
-"""Errors flip raises for bad input, before any training starts."""
+"""Errors flip raises: bad input before any training starts, and a run that has to stop."""
 
 
 class ConfigError(ValueError):
@@ -21,3 +21,23 @@ class DataNotFoundError(FileNotFoundError):
 
     The message says where to put them.
     """
+
+
+class CorruptDataError(DataNotFoundError):
+    """A data file exists but cannot be read (truncated, not gzip, not IDX, not a CIFAR pickle,
+    or with contents that disagree with each other).
+
+    The message names the file and what is wrong with it, and says how to replace it.
+    """
+
+
+class CheckpointError(ValueError):
+    """A run cannot be resumed: no checkpoint where ``resume`` points, none readable, or the
+    config or the data differ from the checkpoint's. The message names the path or field."""
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped during training (``flip.federation.failures``): too few clients
+    succeeded in a round after its retries, the server step produced non-finite values, or a
+    client's loss diverged. The message names the round (and client); the last checkpoint holds
+    the run as it was before that round."""

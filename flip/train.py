@@ -9,14 +9,24 @@ from pathlib import Path
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from flip.checks import check_config
 from flip.errors import ConfigError, DataNotFoundError
 from flip.federation import Federation
+from flip.federation.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpointer,
+    check_partition,
+    check_resume_config,
+    find_resume,
+    partition_state,
+)
 from flip.federation.recorder import RunRecorder
 from flip.federation.seeding import INIT, derive_seed
 from flip.models import init_weights
+from flip.wandb_mode import WANDB_LOGGER, announce, wandb_logger_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +56,35 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
-def build_loggers(cfg: DictConfig, out_dir: Path) -> list:
+def build_loggers(cfg: DictConfig, out_dir: Path, wandb_id: str | None = None) -> list:
     """The configured experiment loggers (``cfg.logger``: a mapping of name → ``_target_``),
-    e.g. Lightning's ``WandbLogger`` (offline unless ``logger.wandb.offline=false``)."""
+    e.g. Lightning's ``WandbLogger`` (offline unless ``logger.wandb.offline=false``; the mode is
+    decided without the network, see :mod:`flip.wandb_mode`; ``wandb_id``: the W&B run a resumed
+    run continues). An offline W&B run says once where it is and how to upload it."""
     loggers = []
     for _, lcfg in (cfg.get("logger") or {}).items():
         if lcfg is not None and "_target_" in lcfg:
-            loggers.append(instantiate(lcfg, save_dir=str(out_dir)))
+            kwargs, reason = {}, ""
+            if lcfg["_target_"] == WANDB_LOGGER:
+                kwargs, reason = wandb_logger_kwargs(bool(lcfg.get("offline")), wandb_id)
+            lg = instantiate(lcfg, save_dir=str(out_dir), _convert_="all", **kwargs)
+            if lcfg["_target_"] == WANDB_LOGGER:
+                # Lightning always passes anonymous=None, which W&B now warns about on every run
+                if getattr(lg, "_wandb_init", {}).get("anonymous", 0) is None:
+                    del lg._wandb_init["anonymous"]
+                announce(lg, reason, resumed=wandb_id is not None)
+            loggers.append(lg)
     return loggers
+
+
+def close_loggers(loggers: list, status: str) -> None:
+    """Finalize the loggers and end a W&B run (``finish``), so that the next run of the same
+    process (a Hydra multirun) starts its own W&B run instead of reusing this one."""
+    for lg in loggers:
+        lg.finalize(status)
+        run = getattr(lg, "_experiment", None)
+        if run is not None and hasattr(run, "finish"):
+            run.finish(exit_code=0 if status == "success" else 1)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -78,12 +109,25 @@ def train(cfg: DictConfig) -> dict:
     training step raises on bad input; after it, each round's row is written as it ends.
     Output: ``cfg.output_dir`` (the Hydra run directory under the CLI) gets
     ``config.yaml``, ``partition.json``, ``class_histogram.{csv,png}``, ``rounds.csv``,
-    ``summary.json``, the final global model ``model.pt`` (state dict) and the algorithm's
-    artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``).
+    ``timings.csv``, ``summary.json``, the final global model ``model.pt`` (state dict), the
+    algorithm's artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``) and ``checkpoints/``.
+
+    ``cfg.resume`` (``true`` or a path, :func:`flip.federation.checkpoint.find_resume`)
+    continues an interrupted run in its own directory from its last checkpoint instead: the
+    config and the partition must match the checkpoint's (``CheckpointError`` otherwise), the
+    algorithm's set-up is not repeated, ``rounds.csv`` continues without duplicated or lost
+    rows and W&B continues the same run.
     """
     check_config(cfg)
     quiet_lightning()
     out_dir = Path(cfg.output_dir)
+    resume = find_resume(cfg.get("resume"), out_dir)
+    if resume is not None:
+        check_resume_config(OmegaConf.to_container(cfg, resolve=True), resume)
+        out_dir = resume.run_dir
+        with open_dict(cfg):
+            cfg.output_dir = str(out_dir)
+        log.info("resuming %s after round %d (%s)", out_dir, resume.round, resume.path.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -99,15 +143,29 @@ def train(cfg: DictConfig) -> dict:
     )
     dm.prepare_data()
     dm.setup("fit")
-    dm.save_partition(out_dir)
+    if resume is not None:
+        check_partition(dm.partition_indices, resume)
+    else:
+        dm.save_partition(out_dir)
 
     torch.manual_seed(derive_seed(cfg.seed, INIT))
     net = build(cfg.model.net, in_channels=dm.input_shape[0], num_classes=dm.num_classes)
     init_weights(net, cfg.model.init)
 
-    loggers = build_loggers(cfg, out_dir)
+    loggers = build_loggers(cfg, out_dir, resume.wandb_id if resume else None)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    wandb_id = next((lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger)), None)
+    checkpointer = Checkpointer(
+        out_dir / CHECKPOINT_DIR,
+        every=cfg.checkpoint.every,
+        keep=cfg.checkpoint.keep,
+        extra={
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "partition": partition_state(dm.partition_indices),
+            "wandb_id": wandb_id,
+        },
+    )
     fed = Federation(
         net,
         dm,
@@ -122,10 +180,20 @@ def train(cfg: DictConfig) -> dict:
         participation=fed_cfg.participation,
         eval_every=fed_cfg.eval_every,
         seed=cfg.seed,
-        recorder=RunRecorder(out_dir, loggers),
+        recorder=RunRecorder(
+            out_dir, loggers, resume.state["federation"]["history"] if resume else None
+        ),
         progress=cfg.progress,
+        min_clients=fed_cfg.min_clients,
+        max_round_retries=fed_cfg.max_round_retries,
+        max_loss=fed_cfg.max_loss,
+        checkpointer=checkpointer,
     )
-    summary = fed.fit()
+    try:
+        summary = fed.fit(resume.state if resume else None)
+    except BaseException:
+        close_loggers(loggers, "failed")
+        raise
     torch.save(fed.net.state_dict(), out_dir / "model.pt")
     algorithm.save(out_dir)
     summary.update(
@@ -139,5 +207,5 @@ def train(cfg: DictConfig) -> dict:
         run = getattr(lg, "experiment", None)
         if run is not None and hasattr(run, "summary"):  # W&B: the run's summary panel
             run.summary.update(flatten(summary))
-        lg.finalize("success")
+    close_loggers(loggers, "success")
     return summary

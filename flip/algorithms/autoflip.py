@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from flip.algorithms.base import Algorithm
-from flip.errors import ConfigError
+from flip.errors import ConfigError, TrainingStopped
+from flip.federation.failures import first_nonfinite
 from flip.federation.seeding import EXPLORATION, derive_seed
 from flip.pruning import guidance_matrix, hybrid_mask, squared_displacement
 
@@ -36,7 +37,10 @@ class AutoFLIP(Algorithm):
     Every explorer starts from its own copy of θ_0 (the released code shared one model object
     among explorers, so its "average" was one trajectory: a bug flip does not reproduce).
     Explorers train with the round-1 client learning rate and a fresh optimizer; D is the
-    unweighted mean of D_k = (θ_k − θ_0)². Raises ``ConfigError`` for out-of-range values.
+    unweighted mean of D_k = (θ_k − θ_0)² over the explorers whose θ_k is finite (one with
+    NaN/Inf is left out with a warning, as a failed client of a round is; its cost still
+    counts). Raises ``ConfigError`` for out-of-range values, ``TrainingStopped`` when no explorer
+    returns finite weights.
     """
 
     def __init__(
@@ -87,19 +91,32 @@ class AutoFLIP(Algorithm):
         total = {k: torch.zeros_like(p, device="cpu") for k, p in theta0.items()}
         explored = {k: torch.zeros_like(p) for k, p in theta0.items()}
         clients = self.explorers(fed.seed, fed.dm.num_clients)
+        used = 0
         for k in clients:
             stop = EarlyStopping(
                 "train/loss", patience=self.patience, mode="min", check_on_train_epoch_end=True
             )
             seed = derive_seed(fed.seed, EXPLORATION, k)
             update = fed.train_client(k, fed.net, self.epochs, fed.lr, seed, None, [stop])
+            fed.add_exploration_cost(update)
+            bad = first_nonfinite(update.params)
+            if bad is not None:  # a failed client (flip.federation.failures): left out of D
+                log.warning("explorer %d left out of the guidance: NaN/Inf values in %s", k, bad)
+                continue
+            used += 1
             for name, d in squared_displacement(theta0, update.params).items():
                 total[name] += d
             for name, p in update.params.items():
                 explored[name] += p.to(explored[name].device) / len(clients)
-            fed.add_exploration_cost(update)
             log.info("explorer %d: %d epochs", k, len(update.epoch_losses))
-        self.guidance = guidance_matrix({k: v / len(clients) for k, v in total.items()})
+        if used == 0:
+            raise TrainingStopped(
+                f"exploration: all {len(clients)} explorers returned NaN/Inf weights; no "
+                "guidance matrix can be computed (check the data and client.lr)."
+            )
+        if used < len(clients):  # the mean over the explorers that were used
+            explored = {k: v * (len(clients) / used) for k, v in explored.items()}
+        self.guidance = guidance_matrix({k: v / used for k, v in total.items()})
         example = torch.zeros(1, *fed.dm.input_shape, device=next(fed.net.parameters()).device)
         self.masks, self.tau = hybrid_mask(
             fed.net, self.guidance, self.threshold, example, self.structured, self.scope
@@ -109,6 +126,13 @@ class AutoFLIP(Algorithm):
                 for name, p in fed.net.named_parameters():
                     p.copy_(explored[name])
         fed.set_masks(self.masks)
+
+    def state_dict(self) -> dict:
+        """The guidance matrix G, the mask M (bool) and τ: all a resumed run needs (§2.2)."""
+        return {"guidance": self.guidance, "masks": self.masks, "tau": self.tau}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.guidance, self.masks, self.tau = state["guidance"], state["masks"], state["tau"]
 
     def save(self, out_dir: Path) -> list[Path]:
         """Writes ``guidance.pt`` (G per parameter, float32) and ``mask.pt`` (bool per

@@ -15,7 +15,10 @@ class Algorithm:
 
     ``setup(fed)`` runs once before round 1 (it may train clients, set ``fed.set_masks``,
     replace ``fed.net``'s values and count costs); ``on_round_end(fed, r)`` after the server
-    step of round ``r``; ``save(out_dir)`` writes the algorithm's artifacts with the run.
+    step of round ``r``; ``save(out_dir)`` writes the algorithm's artifacts with the run;
+    ``state_dict()`` / ``load_state_dict(state)`` carry whatever the algorithm holds across
+    rounds into a checkpoint and back (a resumed run skips ``setup``). States hold tensors,
+    numbers, strings, lists and dicts only (they are loaded with ``weights_only=True``).
     """
 
     def __init__(self, name: str = "fedavg"):
@@ -29,6 +32,12 @@ class Algorithm:
 
     def save(self, out_dir: Path) -> list[Path]:
         return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class FedAvg(Algorithm):

@@ -5,9 +5,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 class RoundProgress:
     """Context manager; ``update(row)`` advances one round and shows ``global/acc1`` (last
-    evaluated, %) and ``cost/gb_cum`` from the round's row."""
+    evaluated, %) and ``cost/gb_cum`` from the round's row. ``done``: rounds already completed
+    (a resumed run)."""
 
-    def __init__(self, rounds: int, enabled: bool = True):
+    def __init__(self, rounds: int, enabled: bool = True, done: int = 0):
         self.bar = Progress(
             TextColumn("round"),
             MofNCompleteColumn(),
@@ -17,7 +18,9 @@ class RoundProgress:
             TimeElapsedColumn(),
             disable=not enabled,
         )
-        self.task = self.bar.add_task("rounds", total=rounds, acc="-", gb="0.000")
+        self.task = self.bar.add_task(
+            "rounds", total=rounds, completed=done, acc="-", gb="0.000"
+        )
 
     def __enter__(self):
         self.bar.start()

@@ -1,4 +1,4 @@
-"""Where a run's results go as they come: ``rounds.csv``, ``summary.json``, W&B."""
+"""Where a run's results go as they come: ``rounds.csv``, ``timings.csv``, ``summary.json``, W&B."""
 
 import csv
 import json
@@ -8,6 +8,8 @@ from pathlib import Path
 ROUND_COLUMNS = [
     "round",
     "clients/sampled",
+    "clients/failed",
+    "round/retries",
     "lr/client",
     "train/loss",
     "global/loss",
@@ -31,35 +33,81 @@ ROUND_COLUMNS = [
     "cost/bytes_up_round",
     "cost/bytes_cum",
     "cost/gb_cum",
-    "time/round_s",
 ]
+TIMING_COLUMNS = ["round", "time/round_s"]
+"""Wall-clock columns: in ``timings.csv`` and W&B, not in ``rounds.csv``, which is therefore
+byte-identical for the same config and seed on CPU."""
+
+
+def _rounds_in(path: Path) -> set[int]:
+    """Round numbers of the complete rows of a ``rounds.csv`` (none if it does not exist)."""
+    if not path.is_file():
+        return set()
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return {int(r[0]) for r in rows if len(r) == len(ROUND_COLUMNS) and r[0].isdigit()}
 
 
 class RunRecorder:
-    """Appends one row per round to ``out_dir/rounds.csv`` (flushed at once, so a crash never
-    loses a finished round), forwards it to the loggers (``log_metrics(dict, step)``, e.g.
-    Lightning's ``WandbLogger``) and writes ``summary.json``.
+    """Appends one row per round to ``out_dir/rounds.csv`` and its wall-clock time to
+    ``out_dir/timings.csv`` (flushed at once, so a crash never loses a finished round), forwards
+    the row with its time to the loggers (``log_metrics(dict, step=round)``, e.g. Lightning's
+    ``WandbLogger``) and writes ``summary.json``.
 
-    Columns are :data:`ROUND_COLUMNS`; rounds without evaluation leave the metric cells empty.
-    Cumulative costs (``cost/*_cum``) include the exploration, which precedes round 1.
+    Columns are :data:`ROUND_COLUMNS` and :data:`TIMING_COLUMNS`; rounds without evaluation leave
+    the metric cells empty. Cumulative costs (``cost/*_cum``) include the exploration, which
+    precedes round 1.
+
+    ``resume_rows``: a resumed run's rows so far (its checkpoint's). Both CSV files are then
+    rewritten to hold exactly those rows, so rows the interrupted process wrote after its last
+    checkpoint are neither duplicated nor lost: the resumed run recomputes them (identically,
+    the streams being stateless). The loggers already received those rows from the interrupted
+    process; they are not sent a second time.
     """
 
-    def __init__(self, out_dir: str | Path, loggers: Iterable = ()):
+    def __init__(
+        self, out_dir: str | Path, loggers: Iterable = (), resume_rows: list[Mapping] | None = None
+    ):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "rounds.csv"
+        self.timings_path = self.out_dir / "timings.csv"
         self.loggers = list(loggers)
-        with self.path.open("w", newline="") as f:
-            csv.writer(f).writerow(ROUND_COLUMNS)
+        self._sent: set[int] = set()  # rounds the loggers got before a resume
+        if resume_rows is None:
+            for path, columns in ((self.path, ROUND_COLUMNS), (self.timings_path, TIMING_COLUMNS)):
+                with path.open("w", newline="") as f:
+                    csv.writer(f).writerow(columns)
+        else:
+            self._resume(resume_rows)
 
-    def log_round(self, row: Mapping) -> None:
-        unknown = set(row) - set(ROUND_COLUMNS)
-        if unknown:
-            raise KeyError(f"unknown rounds.csv columns: {sorted(unknown)}")
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, ROUND_COLUMNS, restval="").writerow(row)
+    def _resume(self, rows: list[Mapping]) -> None:
+        written = _rounds_in(self.path)
+        for path, columns in ((self.path, ROUND_COLUMNS), (self.timings_path, TIMING_COLUMNS)):
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                csv.writer(f).writerow(columns)
+                writer = csv.DictWriter(f, columns, restval="", extrasaction="ignore")
+                writer.writerows(rows)
+            tmp.replace(path)
+        for row in rows:  # rows checkpointed but never written (rounds.csv deleted, say)
+            if row["round"] not in written:
+                self._send(row)
+        self._sent = written - {row["round"] for row in rows}
+
+    def _send(self, row: Mapping) -> None:
         for logger in self.loggers:
             logger.log_metrics({k: v for k, v in row.items() if k != "round"}, step=row["round"])
+
+    def log_round(self, row: Mapping) -> None:
+        unknown = set(row) - set(ROUND_COLUMNS) - set(TIMING_COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown rounds.csv columns: {sorted(unknown)}")
+        for path, columns in ((self.path, ROUND_COLUMNS), (self.timings_path, TIMING_COLUMNS)):
+            with path.open("a", newline="") as f:
+                csv.DictWriter(f, columns, restval="", extrasaction="ignore").writerow(row)
+        if row["round"] not in self._sent:
+            self._send(row)
 
     def write_summary(self, summary: Mapping) -> Path:
         path = self.out_dir / "summary.json"

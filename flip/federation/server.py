@@ -13,10 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from flip.federation.aggregation import average_buffers, client_weights, pseudo_gradient
+from flip.federation.checkpoint import set_rng_state
 from flip.federation.client import ClientModule
+from flip.federation.failures import collect_updates, keep_finite, snapshot
 from flip.federation.progress import RoundProgress
 from flip.federation.recorder import RunRecorder
-from flip.federation.seeding import TRAINING, derive_seed, sample_clients
 from flip.metrics.costs import (
     GB,
     effective_flops,
@@ -73,6 +74,10 @@ class Federation:
         eval_every: evaluate every this many rounds and at the last round.
         seed: the run seed; all random streams derive from it (:mod:`flip.federation.seeding`).
         recorder: where rows go (``rounds.csv``, loggers).
+        min_clients, max_round_retries, max_loss: failing clients and divergence
+            (:mod:`flip.federation.failures`).
+        checkpointer: writes the run state after rounds
+            (:class:`flip.federation.checkpoint.Checkpointer`); ``None``: no checkpoints.
     """
 
     def __init__(
@@ -93,6 +98,10 @@ class Federation:
         seed: int = 0,
         recorder: RunRecorder | None = None,
         progress: bool = True,
+        min_clients: int = 1,
+        max_round_retries: int = 2,
+        max_loss: float | None = 1e3,
+        checkpointer=None,
     ):
         self.dm = datamodule
         self.algorithm = algorithm
@@ -108,12 +117,17 @@ class Federation:
         self.seed = seed
         self.recorder = recorder
         self.progress = progress
+        self.min_clients = min_clients
+        self.max_round_retries = max_round_retries
+        self.max_loss = max_loss
+        self.checkpointer = checkpointer
         self.device = self.trainer_factory(max_epochs=1).strategy.root_device
         self.net = net.to(self.device)
         self.masks: dict[str, Tensor] | None = None
         self.exploration = {"flops": 0.0, "bytes": 0, "samples": 0, "clients": 0}
         self.totals = {"flops": 0.0, "bytes": 0}
         self.history: list[dict] = []
+        self.round = 0  # the last completed round
 
     # ----- clients -------------------------------------------------------------------------
     def train_client(
@@ -185,24 +199,15 @@ class Federation:
     def run_round(self, r: int) -> dict:
         """Round ``r`` (1-based) of ALGORITHMS.md §1; returns its row for ``rounds.csv``."""
         start = time.perf_counter()
-        clients = sample_clients(self.seed, r, self.dm.num_clients, self.participation)
         lr = self.lr * self.lr_decay ** (r - 1)
-        updates = [
-            self.train_client(
-                k,
-                self.net,
-                self.local_epochs,
-                lr,
-                derive_seed(self.seed, TRAINING, r, k),
-                self.masks,
-            )
-            for k in clients
-        ]
+        got = collect_updates(self, r, lr)  # drops failed clients, retries the round if too few
+        updates, clients = got.updates, got.clients
         weights = client_weights([u.num_samples for u in updates])
         params = dict(self.net.named_parameters())
         delta = pseudo_gradient(
             {k: p.detach() for k, p in params.items()}, [u.params for u in updates], weights
         )
+        before = snapshot(self)
         self.server_opt.zero_grad(set_to_none=False)
         for name, p in params.items():
             p.grad = delta[name]
@@ -213,25 +218,29 @@ class Federation:
             with torch.no_grad():
                 for name, b in average_buffers([u.buffers for u in updates], weights).items():
                     self.net.get_buffer(name).copy_(b)
+        keep_finite(self, before, r)  # never a non-finite global model
         self.algorithm.on_round_end(self, r)
 
-        samples = sum(u.samples_processed for u in updates)
+        # costs: every sampled client was sent θ; every returned update was trained and sent up
+        samples = sum(u.samples_processed for u in got.returned)
         flops = training_flops(self.flops_per_sample, samples)
         down, up = transfer_bytes({k: p.detach() for k, p in params.items()}, self.masks)
         self.totals["flops"] += flops
-        self.totals["bytes"] += (down + up) * len(clients)
+        self.totals["bytes"] += down * got.sampled + up * len(got.returned)
         cum_bytes = self.totals["bytes"] + self.exploration["bytes"]
         row = {
             "round": r,
             "clients/sampled": len(clients),
+            "clients/failed": len(got.failures),
+            "round/retries": got.retries,
             "lr/client": lr,
             "train/loss": float(np.average([u.epoch_losses[-1] for u in updates], weights=weights)),
             "model/nonzero_params": self.counts["nonzero_params"],
             "model/density": self.counts["density"],
             "cost/flops_train_round": flops,
             "cost/flops_train_cum": self.totals["flops"] + self.exploration["flops"],
-            "cost/bytes_down_round": down * len(clients),
-            "cost/bytes_up_round": up * len(clients),
+            "cost/bytes_down_round": down * got.sampled,
+            "cost/bytes_up_round": up * len(got.returned),
             "cost/bytes_cum": cum_bytes,
             "cost/gb_cum": cum_bytes / GB,
         }
@@ -240,28 +249,74 @@ class Federation:
         row["time/round_s"] = time.perf_counter() - start
         return row
 
-    def setup(self) -> None:
+    def setup(self, state: dict | None = None) -> None:
         """Before round 1: dense FLOPs profile, the algorithm's set-up (e.g. AutoFLIP's
-        exploration and mask), the server optimizer, parameter counts and effective FLOPs."""
+        exploration and mask), the server optimizer, parameter counts and effective FLOPs.
+        With ``state`` (a :meth:`state_dict`, resuming) the algorithm's set-up is skipped and
+        everything is restored from it instead."""
         self.flops = profile_flops(self.net, self.dm.input_shape)
-        self.algorithm.setup(self)
+        if state is None:
+            self.algorithm.setup(self)
         self.server_opt = build_server_optimizer(
             self.server_optimizer_factory, self.net.parameters()
         )
+        if state is not None:
+            self.load_state_dict(state)
+            return
         params = {k: p.detach() for k, p in self.net.named_parameters()}
         self.counts = param_counts(params, self.masks)
         self.flops_per_sample = effective_flops(self.flops, self.masks, self.net)
 
-    def fit(self) -> dict:
-        """:meth:`setup`, then R rounds; every row is written as soon as its round ends.
-        Returns the run's summary (see :meth:`summary`)."""
-        self.setup()
-        with RoundProgress(self.rounds, enabled=self.progress) as bar:
-            for r in range(1, self.rounds + 1):
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs after round :attr:`round`: θ and buffers, the masks,
+        the server optimizer's state, the algorithm's state (:meth:`Algorithm.state_dict`), cost
+        totals (rounds and exploration), parameter counts, effective FLOPs per sample and the
+        rows written so far. Tensors are on the device; the random streams need no state
+        (:mod:`flip.federation.seeding`)."""
+        return {
+            "round": self.round,
+            "net": self.net.state_dict(),
+            "masks": self.masks,
+            "server_optimizer": self.server_opt.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "totals": dict(self.totals),
+            "exploration": dict(self.exploration),
+            "counts": dict(self.counts),
+            "flops_per_sample": self.flops_per_sample,
+            "history": [dict(row) for row in self.history],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (after the server optimizer is built, see :meth:`setup`)."""
+        self.net.load_state_dict(state["net"])
+        self.set_masks(state["masks"])
+        self.server_opt.load_state_dict(state["server_optimizer"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.totals = dict(state["totals"])
+        self.exploration = dict(state["exploration"])
+        self.counts = dict(state["counts"])
+        self.flops_per_sample = state["flops_per_sample"]
+        self.history = [dict(row) for row in state["history"]]
+        self.round = int(state["round"])
+
+    def fit(self, resume: dict | None = None) -> dict:
+        """:meth:`setup`, then rounds up to R; every row is written as soon as its round ends,
+        then the checkpoint if one is due. ``resume``: a checkpoint
+        (:func:`flip.federation.checkpoint.load_checkpoint`) to continue from instead of setting
+        up: its state and random generators are restored. Returns the run's summary (see
+        :meth:`summary`)."""
+        self.setup(resume["federation"] if resume else None)
+        if resume:
+            set_rng_state(resume["rng"])
+        with RoundProgress(self.rounds, enabled=self.progress, done=self.round) as bar:
+            for r in range(self.round + 1, self.rounds + 1):
                 row = self.run_round(r)
                 self.history.append(row)
+                self.round = r
                 if self.recorder:
                     self.recorder.log_round(row)
+                if self.checkpointer:
+                    self.checkpointer.after_round(self)
                 bar.update(row)
         return self.summary()
 
@@ -279,6 +334,7 @@ class Federation:
         return {
             "algorithm": self.algorithm.name,
             "rounds_completed": len(self.history),
+            "clients_failed": sum(h.get("clients/failed", 0) for h in self.history),
             "final": final,
             "best": best,
             "cost": {
