@@ -102,7 +102,7 @@ def train(cfg: DictConfig) -> dict:
     dm.save_partition(out_dir)
 
     torch.manual_seed(derive_seed(cfg.seed, INIT))
-    net = build(cfg.model.net, in_channels=dm.input_shape[0], num_classes=dm.num_classes)
+    net = build(cfg.model.net, **dm.model_kwargs())
     init_weights(net, cfg.model.init)
 
     loggers = build_loggers(cfg, out_dir)

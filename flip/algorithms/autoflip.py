@@ -100,7 +100,7 @@ class AutoFLIP(Algorithm):
             fed.add_exploration_cost(update)
             log.info("explorer %d: %d epochs", k, len(update.epoch_losses))
         self.guidance = guidance_matrix({k: v / len(clients) for k, v in total.items()})
-        example = torch.zeros(1, *fed.dm.input_shape, device=next(fed.net.parameters()).device)
+        example = fed.dm.example_input().to(next(fed.net.parameters()).device)
         self.masks, self.tau = hybrid_mask(
             fed.net, self.guidance, self.threshold, example, self.structured, self.scope
         )

@@ -243,7 +243,7 @@ class Federation:
     def setup(self) -> None:
         """Before round 1: dense FLOPs profile, the algorithm's set-up (e.g. AutoFLIP's
         exploration and mask), the server optimizer, parameter counts and effective FLOPs."""
-        self.flops = profile_flops(self.net, self.dm.input_shape)
+        self.flops = profile_flops(self.net, self.dm.example_input())
         self.algorithm.setup(self)
         self.server_opt = build_server_optimizer(
             self.server_optimizer_factory, self.net.parameters()
