@@ -99,6 +99,9 @@ def train(cfg: DictConfig) -> dict:
     )
     dm.prepare_data()
     dm.setup("fit")
+    if dm.num_clients != fed_cfg.num_clients:  # natural partitions: K = users (DATA.md)
+        fed_cfg.num_clients = dm.num_clients
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     dm.save_partition(out_dir)
 
     torch.manual_seed(derive_seed(cfg.seed, INIT))

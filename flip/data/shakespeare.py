@@ -381,17 +381,17 @@ def preprocess(src: str | Path, out: str | Path, spelling: str = "modern",
     """Build LEAF JSON from SRC into OUT (module docstring); returns the statistics written to
     ``OUT/stats.json`` (source, plays, users, samples, per-user size distribution, drops)."""
     kind, texts = read_source(src)
-    editions: list[tuple[str, str]] = []
+    editions: list[list[str]] = []
     if kind == "complete":
         plays = parse_complete_works(next(iter(texts.values())))
-        editions = [(t, "complete works") for t, _ in plays]
+        editions = [[t, "complete works"] for t, _ in plays]
     else:
         plays = []
         for title, edition, text in select_editions(texts, spelling):
             roles = parse_folio(text) if edition == "folio" else parse_modern(text)
             if len(roles) > 1:
                 plays.append((title, roles))
-                editions.append((title, edition))
+                editions.append([title, edition])
     leaf, dropped = build_leaf(plays)
     out = Path(out)
     write_leaf_json(out / "all_data" / "all_data.json", leaf)

@@ -35,7 +35,9 @@ class TwoCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def femnist_cnn(in_channels: int = 1, num_classes: int = 62, hidden_size: int = 32) -> TwoCNN:
-    """The FEMNIST CNN: TwoCNN's shape (conv 32, conv 64) with FC 2048, 62 classes (LEAF's
-    FEMNIST model widths; AutoFLIP arXiv 2405.10271 §5). Input ``(B, 1, 28, 28)``."""
+def femnist_cnn(in_channels: int = 1, num_classes: int = 62, hidden_size: int = 64) -> TwoCNN:
+    """The FEMNIST CNN: TwoCNN's shape with FC 2048 and 62 classes, conv channels
+    ``hidden_size`` and ``2·hidden_size`` (64 and 128: the released AutoFLIP command passes
+    ``--model_name FEMNISTCNN --hidden_size 64``). Input ``(B, 1, 28, 28)``, logits ``(B, 62)``.
+    Source: AutoFLIP (arXiv 2405.10271) §5 and its released code."""
     return TwoCNN(in_channels, num_classes, hidden_size=hidden_size, fc_size=2048)
