@@ -9,6 +9,7 @@ import yaml
 from compose import compose_cfg
 from fixtures_leaf import write_tiny_femnist, write_tiny_shakespeare
 
+from flip.errors import ConfigError, DataNotFoundError
 from flip.train import train
 
 FAST = ["logger=none", "progress=false", "federation.rounds=1", "federation.local_epochs=1",
@@ -54,3 +55,19 @@ def test_femnist_experiment_runs(tmp_path):
     assert summary["data"]["num_clients"] == 4 and summary["model"] == "femnist_cnn"
     assert summary["cost"]["density"] < 0.75
     assert (tmp_path / "run" / "class_histogram.png").is_file()
+
+
+def test_corrupt_leaf_file_stops_before_training(tmp_path):
+    root = write_tiny_shakespeare(tmp_path / "leaf")
+    path = root / "all_data" / "all_data.json"
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    cfg = compose_cfg(["experiment=shakespeare", *FAST, f"data.root={root}"], tmp_path / "run")
+    with pytest.raises(DataNotFoundError, match=r"all_data\.json: not valid JSON"):
+        train(cfg)
+    assert not (tmp_path / "run" / "rounds.csv").exists()
+
+
+def test_leaf_data_needs_the_natural_partition(tmp_path):
+    cfg = compose_cfg(["data=femnist", *FAST], tmp_path)  # train.yaml's partition is patho
+    with pytest.raises(ConfigError, match=r"partition\.name='patho'.*natural"):
+        train(cfg)

@@ -118,6 +118,7 @@ class LeafDataModule(L.LightningDataModule):
         sample_seed, split_seed: LEAF's ``--smplseed``/``--spltseed``; null = ``seed``.
         seed: the run seed. batch_size, eval_batch_size: >= 1. num_workers: >= 0.
         num_classes, input_shape: for a LEAF data set flip does not know.
+        partition_options: other partitions' options (``classes_per_client``, ...): refused.
 
     Raises:
         ConfigError: at construction for invalid fields; in ``setup()`` when no user is left,
@@ -146,8 +147,14 @@ class LeafDataModule(L.LightningDataModule):
         num_workers: int = 0,
         num_classes: int | None = None,
         input_shape: list[int] | tuple[int, ...] | None = None,
+        **partition_options,
     ):
         super().__init__()
+        if partition != "natural":  # first, so data=femnist with partition=patho says so
+            raise ConfigError("partition.name", partition, "natural (LEAF users are the clients)")
+        if partition_options:
+            key, value = next(iter(partition_options.items()))
+            raise ConfigError(f"partition.{key}", value, "none (natural partitions have none)")
         self.name = name
         if name in LEAF_DATASETS:
             self._info = LEAF_DATASETS[name]
