@@ -260,6 +260,7 @@ class LeafDataModule(L.LightningDataModule):
     def _read(self) -> tuple[LeafSet, LeafSet, LeafSet]:
         """(clients' training data, clients' local test data, global test data)."""
         source, all_data = self._layout()
+        self._source_used = source
         root = Path(self.root).expanduser()
         if source == "split":
             for fld, value, default in (("data.fraction", self.fraction, 1.0),
@@ -450,9 +451,10 @@ class LeafDataModule(L.LightningDataModule):
     def save_partition(self, out_dir: str | os.PathLike) -> None:
         """Write ``partition.json``, ``class_histogram.csv`` and ``class_histogram.png``.
 
-        ``partition.json``: the LEAF options (``source``, ``fraction``, ``min_samples``,
-        ``split``, ``train_fraction``, seeds) and per client ``{"client", "user", "hierarchy",
-        "file", "train_range": [start, stop], "test_range": [start, stop]}``: its samples are
+        ``partition.json``: the LEAF options (``source`` read: ``all_data`` or ``split``;
+        ``fraction``, ``min_samples``, ``split``, ``train_fraction``, seeds) and per client
+        ``{"client", "user", "hierarchy", "file", "train_range": [start, stop],
+        "test_range": [start, stop]}``: its samples are
         positions start..stop−1 of the training / test pool (users concatenated in client
         order); ``global_test_range`` likewise. The CSV and PNG are those of
         :class:`~flip.data.FederatedDataModule` (DATA.md: partitions are written with the run).
@@ -469,7 +471,7 @@ class LeafDataModule(L.LightningDataModule):
             "partition": self.partition,
             "dataset": self.name,
             "root": str(self.root),
-            "source": self.source,
+            "source": self._source_used,
             "fraction": self.fraction,
             "min_samples": self.min_samples,
             "split": self.split,
