@@ -116,7 +116,7 @@ def test_patho_bad_classes_per_client(c):
 
 def test_patho_class_smaller_than_its_holders():
     labels = np.array([0] * 10 + [1])  # class 1 has one sample but two of 4 clients hold it
-    with pytest.raises(ConfigError, match=r"data\.num_clients") as e:
+    with pytest.raises(ConfigError, match=r"federation\.num_clients") as e:
         partition_patho(labels, 4, 1, rng())
     assert "Class 1 has 1 samples" in str(e.value)
 
@@ -181,7 +181,7 @@ def test_dirichlet_unreachable_min_samples_gives_up_after_max_tries():
     ids=["iid", "patho", "dirichlet"],
 )
 def test_num_clients_out_of_range(fn, k):
-    with pytest.raises(ConfigError, match=r"data\.num_clients") as e:
+    with pytest.raises(ConfigError, match=r"federation\.num_clients") as e:
         fn(balanced_labels(10, 10), k)
     assert "1..100" in str(e.value)
 
