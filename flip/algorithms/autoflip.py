@@ -117,7 +117,7 @@ class AutoFLIP(Algorithm):
         if used < len(clients):  # the mean over the explorers that were used
             explored = {k: v * (len(clients) / used) for k, v in explored.items()}
         self.guidance = guidance_matrix({k: v / used for k, v in total.items()})
-        example = torch.zeros(1, *fed.dm.input_shape, device=next(fed.net.parameters()).device)
+        example = fed.dm.example_input().to(next(fed.net.parameters()).device)
         self.masks, self.tau = hybrid_mask(
             fed.net, self.guidance, self.threshold, example, self.structured, self.scope
         )

@@ -1,6 +1,12 @@
-"""Data layer: image data sets, client partitions (DATA.md) and the federated data module."""
+"""Data layer: image data sets, LEAF data sets, client partitions (DATA.md) and the federated
+data modules."""
 
-from flip.data.datamodule import FederatedDataModule, plot_class_histogram, stratified_subset
+from flip.data.datamodule import (
+    FederatedDataModule,
+    plot_class_histogram,
+    stratified_subset,
+    write_class_histogram,
+)
 from flip.data.datasets import (
     DATASETS,
     ClientDataset,
@@ -10,6 +16,18 @@ from flip.data.datasets import (
     dataset_info,
     load_dataset,
 )
+from flip.data.leaf import (
+    SHAKESPEARE_VOCAB,
+    LeafSet,
+    read_leaf_dir,
+    read_leaf_json,
+    remove_users,
+    sample_niid,
+    split_by_sample,
+    split_by_user,
+    write_leaf_json,
+)
+from flip.data.leaf_datamodule import LEAF_DATASETS, LeafDataModule
 from flip.data.partition import (
     class_histogram,
     partition_dirichlet,
@@ -20,6 +38,18 @@ from flip.data.partition import (
 
 __all__ = [
     "DATASETS",
+    "LEAF_DATASETS",
+    "SHAKESPEARE_VOCAB",
+    "LeafDataModule",
+    "LeafSet",
+    "read_leaf_dir",
+    "read_leaf_json",
+    "remove_users",
+    "sample_niid",
+    "split_by_sample",
+    "split_by_user",
+    "write_class_histogram",
+    "write_leaf_json",
     "ClientDataset",
     "DatasetInfo",
     "FederatedDataModule",

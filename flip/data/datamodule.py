@@ -77,6 +77,22 @@ def plot_class_histogram(hist: np.ndarray, path: str | os.PathLike, title: str =
     fig.savefig(path, dpi=100)
 
 
+def write_class_histogram(out_dir: str | os.PathLike, hist: np.ndarray, dm, title: str) -> None:
+    """Write ``class_histogram.csv`` and ``class_histogram.png`` of a (K, C) histogram.
+
+    CSV columns ``client, n_train, n_test, class_0 .. class_{C-1}`` (``n_train``/``n_test``
+    from ``dm.client_num_train(k)``/``dm.client_num_test(k)``; the class columns count train +
+    local test samples). DATA.md: partitions come with a per-client class histogram.
+    """
+    out = Path(out_dir)
+    with open(out / "class_histogram.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["client", "n_train", "n_test"] + [f"class_{c}" for c in range(hist.shape[1])])
+        for k, row in enumerate(hist):
+            w.writerow([k, dm.client_num_train(k), dm.client_num_test(k), *row.tolist()])
+    plot_class_histogram(hist, out / "class_histogram.png", title)
+
+
 def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Sorted int64 positions of a random ``fraction`` of each class (at least one per class)."""
     if fraction >= 1:
@@ -222,6 +238,16 @@ class FederatedDataModule(L.LightningDataModule):
         """Number of clients K."""
         return self._num_clients
 
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """Float32 zeros ``(batch, *input_shape)``: what the loaders yield, for FLOPs counting
+        and tracing (known before ``setup``)."""
+        return torch.zeros((batch, *self.input_shape))
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments the network takes from the data: ``in_channels`` and
+        ``num_classes`` (known before ``setup``)."""
+        return {"in_channels": self.input_shape[0], "num_classes": self.num_classes}
+
     # ----------------------------------------------------------------- setup
     def prepare_data(self) -> None:
         """Download the files once (rank 0) when ``download`` is on; otherwise nothing.
@@ -352,12 +378,5 @@ class FederatedDataModule(L.LightningDataModule):
             ],
         }
         (out / "partition.json").write_text(json.dumps(doc))
-        hist = self.class_histogram()
-        with open(out / "class_histogram.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["client", "n_train", "n_test"]
-                       + [f"class_{c}" for c in range(self.num_classes)])
-            for k, row in enumerate(hist):
-                w.writerow([k, self.client_num_train(k), self.client_num_test(k), *row.tolist()])
         title = f"{self.name}, partition={self.partition}, K={self.num_clients}, seed={self.seed}"
-        plot_class_histogram(hist, out / "class_histogram.png", title)
+        write_class_histogram(out, self.class_histogram(), self, title)

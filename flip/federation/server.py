@@ -254,7 +254,7 @@ class Federation:
         exploration and mask), the server optimizer, parameter counts and effective FLOPs.
         With ``state`` (a :meth:`state_dict`, resuming) the algorithm's set-up is skipped and
         everything is restored from it instead."""
-        self.flops = profile_flops(self.net, self.dm.input_shape)
+        self.flops = profile_flops(self.net, self.dm.example_input())
         if state is None:
             self.algorithm.setup(self)
         self.server_opt = build_server_optimizer(

@@ -41,27 +41,66 @@ class FlopsProfile:
     other: int
 
 
+def _weight_names(module: nn.Module) -> list[str]:
+    """The weight parameters that carry a module's FLOPs: ``weight`` (Conv, Linear, norm,
+    Embedding) or, for recurrent layers, every ``weight_*`` (``weight_ih_l0``, ``weight_hh_l0``,
+    ...). Empty for a module without weights."""
+    if isinstance(module._parameters.get("weight"), Tensor):
+        return ["weight"]
+    return [n for n, p in module._parameters.items() if n.startswith("weight_") and p is not None]
+
+
 def _weighted_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m._parameters.get("weight"), Tensor)
-    }
+    return {name: m for name, m in model.named_modules() if _weight_names(m)}
 
 
-def profile_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopsProfile:
+def recurrent_flop_jit(inputs, outputs) -> int:
+    """fvcore handle for ``aten::lstm`` (also ``aten::gru``, ``aten::rnn_tanh``/``rnn_relu``).
+
+    Counts the matrix-vector products of every step: per sample and time step, each 2-D weight
+    matrix W (gates × inputs) costs ``numel(W)`` multiply-adds. For an LSTM layer with input size
+    I and hidden size H that is ``4·H·(I + H)`` per step (the four gates' ``W_ih x + W_hh h``),
+    summed over layers and directions (and ``W_hr`` when ``proj_size`` > 0). Not counted, as for
+    fvcore's Linear: bias additions, the gate nonlinearities (sigmoid, tanh) and the elementwise
+    cell updates (about 6·H per step). Steps = every position of the input: ``B·T`` for a padded
+    ``(B, T, I)``/``(T, B, I)`` input, the packed length for a ``PackedSequence``.
+    Units: FLOPs (one multiply-add = 1), for the whole traced batch. Source: ALGORITHMS.md §4.
+    """
+    from fvcore.nn.jit_handles import get_shape
+
+    packed = inputs[1].type().kind() == "TensorType"  # lstm.data(data, batch_sizes, hx, params)
+    params = inputs[3] if packed else inputs[2]
+    x = get_shape(inputs[0])
+    steps = math.prod(x[:-1])
+    shapes = [get_shape(v) for v in params.node().inputs()]
+    return steps * sum(s[0] * s[1] for s in shapes if s is not None and len(s) == 2)
+
+
+RECURRENT_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+"""The recurrent ops :func:`profile_flops` counts with :func:`recurrent_flop_jit`."""
+
+
+def profile_flops(model: nn.Module, example: tuple[int, ...] | Tensor) -> FlopsProfile:
     """Count the dense forward FLOPs of ``model`` for one sample with fvcore.
 
-    ``input_shape`` is one sample's shape without the batch dimension, e.g. ``(1, 28, 28)``. The
-    count runs on a zero batch of shape ``(1, *input_shape)`` on the model's device (CPU if it has
-    no parameters) in eval mode and no-grad; the model's training flag is restored afterwards.
-    fvcore's warnings about unsupported ops / uncalled modules are silenced (unsupported ops count
-    0; nn.LSTM needs a registered handle). Raises whatever the model's forward raises for a wrong
-    shape. Source: ALGORITHMS.md §4.
+    ``example`` is either one sample's shape without the batch dimension, e.g. ``(1, 28, 28)``
+    (the count then runs on a float zero batch ``(1, *shape)``), or an example batch of one
+    sample, e.g. ``dm.example_input()`` (int64 character indices ``(1, 80)`` for Shakespeare).
+    The count runs on the model's device (CPU if it has no parameters) in eval mode and
+    no-grad; the model's training flag is restored afterwards. Recurrent layers (nn.LSTM, GRU,
+    RNN) are counted by :func:`recurrent_flop_jit` (fvcore alone counts them 0). fvcore's
+    warnings about unsupported ops / uncalled modules are silenced (unsupported ops, e.g.
+    embedding lookups, count 0). Raises ``ValueError`` for an example batch of more than one
+    sample, and whatever the model's forward raises for a wrong shape. Source: ALGORITHMS.md §4.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros((1, *input_shape), device=device)
+    if isinstance(example, Tensor):
+        if example.shape[0] != 1:
+            raise ValueError(f"example batch must hold one sample, got {tuple(example.shape)}")
+        x = example.to(device)
+    else:
+        x = torch.zeros((1, *example), device=device)
     was_training = model.training
     logger = logging.getLogger("fvcore.nn.jit_analysis")
     old_level = logger.level
@@ -74,6 +113,7 @@ def profile_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopsProfil
                 FlopCountAnalysis(model, x)
                 .unsupported_ops_warnings(False)
                 .uncalled_modules_warnings(False)
+                .set_op_handle(**dict.fromkeys(RECURRENT_OPS, recurrent_flop_jit))
             )
             total = int(analysis.total())
             per_module = analysis.by_module()
@@ -104,7 +144,9 @@ def effective_flops(
     """Forward FLOPs per sample of a masked model: Σ_l by_layer[l]·density_l + other.
 
     ``density_l`` = nnz / numel of the mask ``masks["<l>.weight"]`` (bool or 0/1 float, the
-    weight's shape); 1 for a layer without a mask or with ``masks=None``. Bias masks are ignored
+    weight's shape); for a recurrent layer, nnz / numel over all its ``weight_*`` masks
+    (its FLOPs are proportional to their sizes); 1 for a weight without a mask or with
+    ``masks=None``. Bias masks are ignored
     (bias FLOPs are not counted by fvcore). ``profile`` must come from :func:`profile_flops` on the
     same (possibly structurally shrunk) ``model``. Raises ``ValueError`` for a mask naming no
     parameter of ``model`` or having the wrong shape. Source: ALGORITHMS.md §4.
@@ -112,9 +154,19 @@ def effective_flops(
     masks = masks or {}
     _check_masks(masks, {n: p.shape for n, p in model.named_parameters()})
     flops = float(profile.other)
+    modules = dict(model.named_modules())
     for layer, layer_flops in profile.by_layer.items():
-        mask = masks.get(f"{layer}.weight" if layer else "weight")
-        flops += layer_flops * (_density(mask) if mask is not None else 1.0)
+        prefix = f"{layer}." if layer else ""
+        names = [prefix + w for w in _weight_names(modules[layer])] if layer in modules else []
+        if len(names) <= 1:
+            mask = masks.get(names[0] if names else f"{prefix}weight")
+            flops += layer_flops * (_density(mask) if mask is not None else 1.0)
+            continue
+        params = dict(model.named_parameters())
+        kept = sum(
+            int(torch.count_nonzero(masks[n])) if n in masks else params[n].numel() for n in names
+        )
+        flops += layer_flops * kept / sum(params[n].numel() for n in names)
     return flops
 
 

@@ -2,7 +2,8 @@
 loss, metrics and optimizer."""
 
 from flip.models.init import init_weights
+from flip.models.lstm import NextCharLSTM
 from flip.models.resnet import cifar_resnet18
-from flip.models.twocnn import TwoCNN
+from flip.models.twocnn import TwoCNN, femnist_cnn
 
-__all__ = ["TwoCNN", "cifar_resnet18", "init_weights"]
+__all__ = ["NextCharLSTM", "TwoCNN", "cifar_resnet18", "femnist_cnn", "init_weights"]
