@@ -140,4 +140,6 @@ def train(cfg: DictConfig) -> dict:
         if run is not None and hasattr(run, "summary"):  # W&B: the run's summary panel
             run.summary.update(flatten(summary))
         lg.finalize("success")
+        if run is not None and hasattr(run, "finish"):  # W&B: end the run, so the next job of
+            run.finish()  # a Hydra multirun starts its own (group, job_type) instead of reusing it
     return summary
