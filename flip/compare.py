@@ -359,6 +359,7 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 h1 {{ font-size: 1.5em; }}
 table {{ border-collapse: collapse; margin: 12px 0; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td {{ white-space: nowrap; }}
 th:first-child, td:first-child {{ text-align: left; }}
 thead th {{ background: #f0f0f0; }}
 .setting, .notes {{ color: #444; max-width: 80em; }}

@@ -143,9 +143,12 @@ class PruneFL(Algorithm):
         self.masks = fed.masks
         self.importance = {n: torch.zeros_like(p) for n, p in params.items()}
 
-    def _reconfigure(self, net, masks: dict, importance: dict, dtp: float) -> dict:
-        """New masks for the prunable tensors of ``net``, applied to ``net`` in place with
-        regrowth from ``self.stored`` (§3.1 step 3)."""
+    def reconfigure_model(self, net, masks: dict, importance: dict, dtp: float) -> dict:
+        """One reconfiguration (§3.1 step 3) of ``net`` under ``masks`` (bool per prunable
+        tensor) with importance z (per parameter name): returns the new masks and applies
+        them to ``net`` in place, regrown entries taking back their value from ``self.stored``
+        and newly pruned ones saving theirs there. Uses ``self.times`` (seconds per parameter,
+        set in :meth:`setup`) and T0 = ``device.round_overhead_s``."""
         params = dict(net.named_parameters())
         fixed = [n for n in params if n not in masks]
         base_importance = sum(float(importance[n].sum()) for n in fixed if n in importance)
@@ -223,7 +226,7 @@ class PruneFL(Algorithm):
         if round_idx % self.interval:
             return
         dtp = decrease_fraction(round_idx, self.max_decrease, self.half_life)
-        masks = self._reconfigure(fed.net, fed.masks, self.importance, dtp)
+        masks = self.reconfigure_model(fed.net, fed.masks, self.importance, dtp)
         fed.set_masks(masks)
         self.masks = fed.masks
         for z in self.importance.values():
@@ -282,7 +285,8 @@ class _InitialPruning(GradientSum):
             self.started = self.passes
         if self.started is None or (self.passes - self.started) % init["interval"]:
             return
-        masks = self.algo._reconfigure(module.net, module.masks, self.sums, self.algo.max_decrease)
+        dtp = self.algo.max_decrease
+        masks = self.algo.reconfigure_model(module.net, module.masks, self.sums, dtp)
         module.masks = masks
         self.reset()
         density = mask_density(masks)
