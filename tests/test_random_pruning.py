@@ -72,3 +72,19 @@ def test_bad_density_or_reference(tmp_path):
     fed = tiny_federation(tmp_path / "fed", algo, rounds=1)
     with pytest.raises(ConfigError, match="parameters"):
         fed.setup()
+
+
+def test_reference_found_in_a_multirun_folder(tmp_path):
+    """`make compare-fmnist` points at the sweep folder: the one finished AutoFLIP job is used,
+    FedAvg's and the unfinished random job's dirs are skipped."""
+    for job, algo, density in (("0_fedavg", "fedavg", 1.0), ("1_autoflip", "autoflip", 0.42)):
+        (tmp_path / job).mkdir()
+        summary = {"algorithm": algo, "cost": {"density": density}}
+        (tmp_path / job / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "4_random").mkdir()
+    algo = RandomPruning(reference_run=str(tmp_path))
+    assert algo.density == 0.42 and algo.reference_run == str(tmp_path / "1_autoflip/summary.json")
+    (tmp_path / "5_autoflip").mkdir()
+    (tmp_path / "5_autoflip" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="holds 2 finished AutoFLIP runs"):
+        RandomPruning(reference_run=str(tmp_path))

@@ -23,31 +23,29 @@ def reference_summary(path: str | Path) -> tuple[dict, Path]:
     """The ``summary.json`` of a reference run and its path.
 
     ``path``: a run dir holding ``summary.json``, that file itself, or a folder of run dirs
-    (a Hydra multirun) holding exactly one AutoFLIP run. Raises ``ConfigError`` (field
-    ``random_pruning.reference_run``) when none or several are found.
+    (a Hydra multirun) in which exactly one finished run is an AutoFLIP run (unfinished job
+    dirs are ignored). Raises ``ConfigError`` (field ``random_pruning.reference_run``) when
+    none or several are found.
     """
-    from flip.report import expand_run_dirs
-
     field = "random_pruning.reference_run"
     accepted = "a finished run dir (with summary.json), its summary.json, or a folder of runs"
     path = Path(path)
+    if path.is_dir() and (path / "summary.json").is_file():
+        path = path / "summary.json"
     if path.is_file():
         return json.loads(path.read_text()), path
-    try:
-        runs = expand_run_dirs([path])
-    except FileNotFoundError as err:
-        raise ConfigError(field, str(path), accepted, str(err)) from None
-    if len(runs) > 1:
-        runs = [
-            r
-            for r in runs
-            if json.loads((r / "summary.json").read_text()).get("algorithm") == "autoflip"
-        ]
-        if len(runs) != 1:
-            hint = f"{path} holds {len(runs)} AutoFLIP runs; name one run dir."
-            raise ConfigError(field, str(path), accepted, hint)
-    file = runs[0] / "summary.json"
-    return json.loads(file.read_text()), file
+    if not path.is_dir():
+        raise ConfigError(field, str(path), accepted, "No such file or directory.")
+    found = [
+        d / "summary.json"
+        for d in sorted(path.iterdir())
+        if (d / "summary.json").is_file()
+        and json.loads((d / "summary.json").read_text()).get("algorithm") == "autoflip"
+    ]
+    if len(found) != 1:
+        hint = f"{path} holds {len(found)} finished AutoFLIP runs; name one run dir."
+        raise ConfigError(field, str(path), accepted, hint)
+    return json.loads(found[0].read_text()), found[0]
 
 
 class RandomPruning(Algorithm):
