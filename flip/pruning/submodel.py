@@ -66,9 +66,10 @@ def extract_submodel(
         raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
     device = next(net.parameters()).device
     tagged = copy.deepcopy(net).to(device=device, dtype=torch.float64).eval()
-    graph = tp.DependencyGraph().build_dependency(
-        tagged, example_inputs=example_input.to(device=device, dtype=torch.float64)
-    )
+    example = example_input.to(device)
+    if example.is_floating_point():  # token ids (an Embedding's input) stay integers
+        example = example.double()
+    graph = tp.DependencyGraph().build_dependency(tagged, example_inputs=example)
     names = {m: n for n, m in tagged.named_modules()}
     real = dict(net.named_parameters())
     plans = []
