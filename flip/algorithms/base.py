@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flip.federation.server import Federation
+    from lightning import Callback
+    from torch import nn
+
+    from flip.federation.server import ClientUpdate, Federation
 
 
 class Algorithm:
@@ -14,8 +17,14 @@ class Algorithm:
     set-up, every round exactly ALGORITHMS.md §1.
 
     ``setup(fed)`` runs once before round 1 (it may train clients, set ``fed.set_masks``,
-    replace ``fed.net``'s values and count costs); ``on_round_end(fed, r)`` after the server
-    step of round ``r``; ``save(out_dir)`` writes the algorithm's artifacts with the run;
+    replace ``fed.net``'s values and count costs with ``fed.add_setup_cost``);
+    ``client_model(fed, r)`` returns what the clients of round ``r`` train: a network and its
+    mask (default: the global network and ``fed.masks``; EFLPrune: a smaller sub-model);
+    ``client_callbacks(fed, r, k)`` gives client ``k`` extra Lightning callbacks whose
+    ``client_extras()`` land in its update; ``on_client_update(fed, r, update)`` sees each
+    update as the server receives it and returns it in the global network's shapes;
+    ``on_round_end(fed, r)`` runs after the server step of round ``r``; ``save(out_dir)`` writes
+    the algorithm's artifacts with the run.
     ``state_dict()`` / ``load_state_dict(state)`` carry whatever the algorithm holds across
     rounds into a checkpoint and back (a resumed run skips ``setup``). States hold tensors,
     numbers, strings, lists and dicts only (they are loaded with ``weights_only=True``).
@@ -26,6 +35,17 @@ class Algorithm:
 
     def setup(self, fed: Federation) -> None:
         pass
+
+    def client_model(self, fed: Federation, round_idx: int) -> tuple[nn.Module, dict | None]:
+        return fed.net, fed.masks
+
+    def client_callbacks(self, fed: Federation, round_idx: int, client: int) -> list[Callback]:
+        return []
+
+    def on_client_update(
+        self, fed: Federation, round_idx: int, update: ClientUpdate
+    ) -> ClientUpdate:
+        return update
 
     def on_round_end(self, fed: Federation, round_idx: int) -> None:
         pass

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from flip.errors import TrainingStopped
 from flip.federation.seeding import client_seed, sample_clients
@@ -107,9 +107,15 @@ def _failure(
     return ClientFailure(client, attempt, reason)
 
 
-def collect_updates(fed: Federation, round_idx: int, lr: float) -> RoundUpdates:
+def collect_updates(
+    fed: Federation, round_idx: int, lr: float, net: nn.Module, masks: dict | None
+) -> RoundUpdates:
     """Sample and train the clients of round ``round_idx``, dropping failed clients and retrying
     the round when fewer than ``fed.min_clients`` succeed (module docstring).
+
+    Clients train ``net`` under ``masks`` (the algorithm's ``client_model``) with the
+    algorithm's ``client_callbacks``; each update that passes the checks goes through the
+    algorithm's ``on_client_update`` (back to the global network's shapes) before it is kept.
 
     Raises:
         TrainingStopped: a client's loss diverged, or still too few clients succeeded after
@@ -126,11 +132,12 @@ def collect_updates(fed: Federation, round_idx: int, lr: float) -> RoundUpdates:
             try:
                 update = fed.train_client(
                     k,
-                    fed.net,
+                    net,
                     fed.local_epochs,
                     lr,
                     client_seed(fed.seed, round_idx, k, attempt),
-                    fed.masks,
+                    masks,
+                    fed.algorithm.client_callbacks(fed, round_idx, k),
                 )
             except Exception as err:  # a client crash must not end the federation
                 reason = f"training raised {type(err).__name__}: {err}"
@@ -144,7 +151,7 @@ def collect_updates(fed: Federation, round_idx: int, lr: float) -> RoundUpdates:
                 )
                 continue
             check_loss(update, round_idx, fed.max_loss)
-            updates.append(update)
+            updates.append(fed.algorithm.on_client_update(fed, round_idx, update))
         if len(updates) >= fed.min_clients:
             out.clients, out.updates, out.retries = clients, updates, attempt
             return out

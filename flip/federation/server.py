@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ class ClientUpdate:
     num_samples: int  # n_k, training samples held
     samples_processed: int  # samples seen in all local epochs (for training FLOPs)
     epoch_losses: list[float]  # epoch-mean training loss per local epoch
+    extras: dict = field(default_factory=dict)  # from the client callbacks' client_extras()
+    extra_bytes_up: int = 0  # bytes uploaded besides θ_k (e.g. PruneFL's importance)
 
 
 def build_server_optimizer(factory: Callable, params) -> torch.optim.Optimizer:
@@ -64,7 +67,8 @@ class Federation:
     Args:
         net: the initialised global network θ_0 (kept on ``device``).
         datamodule: a set-up :class:`flip.data.FederatedDataModule`.
-        algorithm: a :class:`flip.algorithms.Algorithm` (hooks ``setup``, ``on_round_end``).
+        algorithm: a :class:`flip.algorithms.Algorithm` (hooks ``setup``, ``client_model``,
+            ``client_callbacks``, ``on_client_update``, ``on_round_end``).
         trainer: partial ``lightning.Trainer`` constructor (the one shared configuration);
             called with ``max_epochs`` and ``callbacks``.
         client_optimizer: partial ``torch.optim`` constructor ``(params, lr=...)``.
@@ -149,6 +153,10 @@ class Federation:
         trainer = self.trainer_factory(max_epochs=epochs, callbacks=list(callbacks))
         trainer.fit(module, train_dataloaders=loader)
         n = self.dm.client_num_train(client)
+        extras = {}
+        for cb in callbacks:
+            if hasattr(cb, "client_extras"):
+                extras.update(cb.client_extras())
         return ClientUpdate(
             client=client,
             params={k: v.detach() for k, v in local.named_parameters()},
@@ -156,6 +164,7 @@ class Federation:
             num_samples=n,
             samples_processed=n * len(module.epoch_losses),
             epoch_losses=module.epoch_losses,
+            extras=extras,
         )
 
     def set_masks(self, masks: dict[str, Tensor] | None) -> None:
@@ -167,10 +176,42 @@ class Federation:
         """Count one explorer: dense model down, D_k up (4 B per entry each), training FLOPs of
         the dense model over the samples it processed (ALGORITHMS.md §2.1, §4)."""
         numel = sum(p.numel() for p in self.net.parameters())
-        self.exploration["flops"] += training_flops(self.flops.total, update.samples_processed)
-        self.exploration["bytes"] += 2 * 4 * numel
-        self.exploration["samples"] += update.samples_processed
-        self.exploration["clients"] += 1
+        flops = training_flops(self.flops.total, update.samples_processed)
+        self.add_setup_cost(flops, 2 * 4 * numel, update.samples_processed)
+
+    def add_setup_cost(self, flops: float, nbytes: int, samples: int, clients: int = 1) -> None:
+        """Count work done before round 1 (AutoFLIP's exploration, PruneFL's initial pruning):
+        FLOPs, bytes, samples processed, clients involved. Reported as ``*_exploration`` in the
+        summary and included in the cumulative costs of every round (ALGORITHMS.md §4)."""
+        self.exploration["flops"] += flops
+        self.exploration["bytes"] += int(nbytes)
+        self.exploration["samples"] += int(samples)
+        self.exploration["clients"] += clients
+
+    def model_costs(
+        self, net: nn.Module, masks: dict[str, Tensor] | None
+    ) -> tuple[dict[str, float], float, int, int]:
+        """Costs of sending ``net`` under ``masks`` to one client (ALGORITHMS.md §4).
+
+        ``net`` is the global network or a smaller sub-model of it (EFLPrune); its FLOPs are
+        profiled with fvcore unless it is the global network. Returns ``(counts, flops per
+        sample, download bytes, upload bytes)``; ``counts`` is :func:`param_counts` with
+        ``params`` = the global network's size, so ``density`` and ``compression_ratio`` are
+        relative to the dense global model.
+        """
+        profile = self.flops if net is self.net else profile_flops(net, self.dm.example_input())
+        params = {k: p.detach() for k, p in net.named_parameters()}
+        counts = param_counts(params, masks)
+        dense = sum(p.numel() for p in self.net.parameters())
+        kept = counts["nonzero_params"]
+        counts.update(
+            params=dense,
+            density=kept / dense,
+            sparsity=1.0 - kept / dense,
+            compression_ratio=dense / kept if kept else math.inf,
+        )
+        down, up = transfer_bytes(params, masks)
+        return counts, effective_flops(profile, masks, net), down, up
 
     # ----- evaluation ----------------------------------------------------------------------
     def test(self, loader) -> dict[str, float]:
@@ -197,11 +238,20 @@ class Federation:
 
     # ----- rounds --------------------------------------------------------------------------
     def run_round(self, r: int) -> dict:
-        """Round ``r`` (1-based) of ALGORITHMS.md §1; returns its row for ``rounds.csv``."""
+        """Round ``r`` (1-based) of ALGORITHMS.md §1; returns its row for ``rounds.csv``.
+
+        The algorithm chooses what clients train (``client_model``: the global network and its
+        mask, or a smaller sub-model) and may map each update back (``on_client_update``); the
+        round's FLOPs, bytes, ``model/density`` and ``model/nonzero_params`` are those of what
+        was sent this round, so they follow masks that change between rounds."""
         start = time.perf_counter()
         lr = self.lr * self.lr_decay ** (r - 1)
-        got = collect_updates(self, r, lr)  # drops failed clients, retries the round if too few
+        net, masks = self.algorithm.client_model(self, r)
+        self.counts, self.flops_per_sample, down, up = self.model_costs(net, masks)
+        # drops failed clients, retries the round if too few succeed
+        got = collect_updates(self, r, lr, net, masks)
         updates, clients = got.updates, got.clients
+        del net
         weights = client_weights([u.num_samples for u in updates])
         params = dict(self.net.named_parameters())
         delta = pseudo_gradient(
@@ -224,9 +274,9 @@ class Federation:
         # costs: every sampled client was sent θ; every returned update was trained and sent up
         samples = sum(u.samples_processed for u in got.returned)
         flops = training_flops(self.flops_per_sample, samples)
-        down, up = transfer_bytes({k: p.detach() for k, p in params.items()}, self.masks)
         self.totals["flops"] += flops
-        self.totals["bytes"] += down * got.sampled + up * len(got.returned)
+        bytes_up = up * len(got.returned) + sum(u.extra_bytes_up for u in updates)
+        self.totals["bytes"] += down * got.sampled + bytes_up
         cum_bytes = self.totals["bytes"] + self.exploration["bytes"]
         row = {
             "round": r,
@@ -240,7 +290,7 @@ class Federation:
             "cost/flops_train_round": flops,
             "cost/flops_train_cum": self.totals["flops"] + self.exploration["flops"],
             "cost/bytes_down_round": down * got.sampled,
-            "cost/bytes_up_round": up * len(got.returned),
+            "cost/bytes_up_round": bytes_up,
             "cost/bytes_cum": cum_bytes,
             "cost/gb_cum": cum_bytes / GB,
         }
@@ -263,9 +313,7 @@ class Federation:
         if state is not None:
             self.load_state_dict(state)
             return
-        params = {k: p.detach() for k, p in self.net.named_parameters()}
-        self.counts = param_counts(params, self.masks)
-        self.flops_per_sample = effective_flops(self.flops, self.masks, self.net)
+        self.counts, self.flops_per_sample, _, _ = self.model_costs(self.net, self.masks)
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs after round :attr:`round`: θ and buffers, the masks,

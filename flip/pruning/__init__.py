@@ -1,19 +1,46 @@
-"""Pure pruning functions: guidance matrix, threshold, masks (ALGORITHMS.md §2)."""
+"""Pure pruning functions: guidance matrix, threshold, masks (ALGORITHMS.md §2), and the
+baselines' masks and sub-models (§3)."""
 
+from flip.pruning.greedy import (
+    decrease_fraction,
+    greedy_select,
+    magnitude_core,
+    reconfigure,
+    swap_pruned,
+)
 from flip.pruning.guidance import guidance_matrix, squared_displacement
 from flip.pruning.masks import apply_masks, hybrid_mask, mask_density
+from flip.pruning.random_mask import random_mask
 from flip.pruning.structured import output_layer, prunable_names, structured_mask
+from flip.pruning.submodel import (
+    extract_submodel,
+    kept_positions,
+    l1_unit_scores,
+    scatter_submodel,
+    units_to_remove,
+)
 from flip.pruning.threshold import global_threshold, unstructured_mask
 
 __all__ = [
     "apply_masks",
+    "decrease_fraction",
+    "extract_submodel",
     "global_threshold",
+    "greedy_select",
     "guidance_matrix",
     "hybrid_mask",
+    "kept_positions",
+    "l1_unit_scores",
+    "magnitude_core",
     "mask_density",
     "output_layer",
     "prunable_names",
+    "random_mask",
+    "reconfigure",
+    "scatter_submodel",
     "squared_displacement",
     "structured_mask",
+    "swap_pruned",
+    "units_to_remove",
     "unstructured_mask",
 ]

@@ -1,0 +1,67 @@
+"""A small real federation for algorithm tests: tiny MNIST files (IDX), TwoCNN, CPU trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from fixtures_data import write_tiny_mnist
+from hydra.utils import instantiate
+
+from flip.data import FederatedDataModule
+from flip.federation import Federation
+from flip.models import TwoCNN, init_weights
+from flip.train import quiet_lightning
+
+
+def tiny_federation(
+    tmp_path: Path,
+    algorithm,
+    *,
+    rounds: int = 2,
+    momentum: float = 0.0,
+    hidden: int = 4,
+    participation: float = 0.5,
+    seed: int = 0,
+) -> Federation:
+    """A Federation over 4 clients of a tiny MNIST (10 classes × 20 train images), TwoCNN with
+    ``hidden`` channels, Adam clients, server SGD(lr=1, momentum=dampening=``momentum``)."""
+    quiet_lightning()
+    root = write_tiny_mnist(tmp_path / "data", per_class_train=20, per_class_test=4)
+    dm = FederatedDataModule(
+        "mnist", root=str(root), download=False, num_clients=4, partition="iid",
+        batch_size=16, seed=seed,
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup()
+    torch.manual_seed(seed)
+    net = init_weights(TwoCNN(1, 10, hidden))
+    trainer = instantiate(
+        {
+            "_target_": "lightning.Trainer",
+            "_partial_": True,
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        }
+    )
+    return Federation(
+        net,
+        dm,
+        algorithm,
+        trainer=trainer,
+        client_optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr),
+        lr=1e-3,
+        server_optimizer=lambda p: torch.optim.SGD(
+            p, lr=1.0, momentum=momentum, dampening=momentum
+        ),
+        rounds=rounds,
+        local_epochs=1,
+        participation=participation,
+        eval_every=rounds,
+        seed=seed,
+        progress=False,
+    )
