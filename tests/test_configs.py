@@ -79,6 +79,6 @@ def test_paper_settings_of_every_cell(name, tmp_path):
     else:
         assert cfg.data.train_fraction == 0.9 and cfg.data.split == "sample"
     sweep = yaml.safe_load((CONFIGS / "experiment" / f"{name}.yaml").read_text())["hydra"]
-    assert sweep["sweeper"]["params"]["algorithm"] == "fedavg,autoflip"
+    assert sweep["sweeper"]["params"]["algorithm"] == "fedavg,autoflip,prunefl,eflprune"
     if name == "femnist":
         assert cfg.data.fraction == 0.0282 and cfg.model.net.hidden_size == 64

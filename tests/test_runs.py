@@ -125,13 +125,21 @@ def test_tp_positive_differs_from_fedavg(tmp_path):
 
 @pytest.mark.parametrize("experiment", ["cifar100_twocnn", "cifar100_resnet18"])
 def test_reproduce_cifar100_smoke(experiment, tmp_path):
-    """`make reproduce-cifar100`: both experiments, 1 round on tiny CIFAR-100 pickles."""
+    """`make reproduce-cifar100`: both experiments, 1 round on tiny CIFAR-100 pickles (with
+    the client sampling of the paper's C = 0.05: one client a round)."""
     root = write_tiny_cifar100(tmp_path / "data", per_class_train=6, per_class_test=1)
-    for algorithm in ("fedavg", "autoflip"):
+    algorithms = [["algorithm=fedavg"], ["algorithm=autoflip"]]
+    if experiment == "cifar100_twocnn":  # the baselines of `make reproduce-cifar100` too
+        algorithms += [
+            ["algorithm=prunefl", "prunefl.initial.passes=10", "prunefl.initial.interval=5"],
+            ["algorithm=eflprune"],
+            ["algorithm=random", "random_pruning.density=0.5"],
+        ]
+    for algorithm in algorithms:
         cfg = compose_cfg(
             [
                 f"experiment={experiment}",
-                f"algorithm={algorithm}",
+                *algorithm,
                 "logger=none",
                 "progress=false",
                 f"data.root={root}",
@@ -144,7 +152,7 @@ def test_reproduce_cifar100_smoke(experiment, tmp_path):
                 "exploration.epochs=1",
                 "exploration.client_fraction=0.5",
             ],
-            tmp_path / algorithm,
+            tmp_path / algorithm[0].split("=")[1],
         )
         summary = train(cfg)
         assert summary["rounds_completed"] == 1 and summary["data"]["dataset"] == "cifar100"
