@@ -201,8 +201,7 @@ def test_resume_refuses_changed_data(tiny_run, tmp_path):
     [
         # PruneFL reconfigures after round 2, so the resumed round 3 needs its importance,
         # stored values and mask from the checkpoint
-        ["algorithm=prunefl", "prunefl.interval=2", "prunefl.initial.passes=20",
-         "prunefl.initial.interval=5"],
+        ["algorithm=prunefl", "prunefl.interval=2", "prunefl.initial.enabled=false"],
         ["algorithm=eflprune"],
         ["algorithm=random", "random_pruning.density=0.5"],
     ],
