@@ -10,12 +10,7 @@ import torch
 from flip.algorithms.base import Algorithm
 from flip.errors import ConfigError
 from flip.pruning import extract_submodel, kept_positions, scatter_submodel
-
-
-def _tensors(net) -> dict[str, torch.Tensor]:
-    out = dict(net.named_parameters())
-    out.update((n, b) for n, b in net.named_buffers() if b.is_floating_point())
-    return out
+from flip.pruning.compaction import float_tensors as _tensors
 
 
 class EFLPrune(Algorithm):

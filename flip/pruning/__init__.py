@@ -1,6 +1,13 @@
 """Pure pruning functions: guidance matrix, threshold, masks (ALGORITHMS.md §2), and the
 baselines' masks and sub-models (§3)."""
 
+from flip.pruning.compaction import (
+    compact,
+    compact_masks,
+    expand,
+    kept_positions,
+    removal_masks,
+)
 from flip.pruning.greedy import (
     decrease_fraction,
     greedy_select,
@@ -11,10 +18,15 @@ from flip.pruning.greedy import (
 from flip.pruning.guidance import guidance_matrix, squared_displacement
 from flip.pruning.masks import apply_masks, hybrid_mask, mask_density
 from flip.pruning.random_mask import random_mask
-from flip.pruning.structured import output_layer, prunable_names, structured_mask
+from flip.pruning.structured import (
+    output_layer,
+    prunable_names,
+    structured_mask,
+    structured_removal,
+)
 from flip.pruning.submodel import (
     extract_submodel,
-    kept_positions,
+    l1_removal,
     l1_unit_scores,
     scatter_submodel,
     units_to_remove,
@@ -23,13 +35,17 @@ from flip.pruning.threshold import global_threshold, unstructured_mask
 
 __all__ = [
     "apply_masks",
+    "compact",
+    "compact_masks",
     "decrease_fraction",
+    "expand",
     "extract_submodel",
     "global_threshold",
     "greedy_select",
     "guidance_matrix",
     "hybrid_mask",
     "kept_positions",
+    "l1_removal",
     "l1_unit_scores",
     "magnitude_core",
     "mask_density",
@@ -37,9 +53,11 @@ __all__ = [
     "prunable_names",
     "random_mask",
     "reconfigure",
+    "removal_masks",
     "scatter_submodel",
     "squared_displacement",
     "structured_mask",
+    "structured_removal",
     "swap_pruned",
     "units_to_remove",
     "unstructured_mask",

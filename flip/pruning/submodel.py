@@ -3,22 +3,21 @@
 Units (filters of a Conv, neurons of a Linear) are ranked by the L1 norm of their fan-in
 weights; the weakest are removed with Torch-Pruning's ``DependencyGraph`` (the same groups as
 :mod:`flip.pruning.structured`: coupled consumers, batch norm, flattened feature blocks,
-residual sums), on a copy of the network. Every tensor of the copy is first filled with the
-flat positions of its entries, so after pruning the copy tells exactly which entry of the
-global tensor each sub-model entry is: the map the server uses to write returned weights back.
+residual sums) by :func:`flip.pruning.compaction.compact`, whose index map tells exactly which
+entry of the global tensor each sub-model entry is: the map the server uses to write returned
+weights back.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
-from flip.pruning.structured import UNIT_LAYERS, output_layer
+from flip.pruning.compaction import compact, expand
+from flip.pruning.units import group_scores, unit_groups
 
 
 def l1_unit_scores(weight: Tensor) -> Tensor:
@@ -37,11 +36,22 @@ def units_to_remove(scores: Tensor, keep_ratio: float) -> list[int]:
     return sorted(int(i) for i in order[keep:])
 
 
-def _tensors(model: nn.Module) -> dict[str, Tensor]:
-    """Parameters and floating buffers (batch-norm statistics) by name."""
-    out = dict(model.named_parameters())
-    out.update((n, b) for n, b in model.named_buffers() if b.is_floating_point())
-    return out
+def l1_removal(net: nn.Module, keep_ratio: float, example_input: Tensor) -> dict[str, list[int]]:
+    """EFLPrune's removal (a :mod:`flip.pruning.compaction` removal): in every unit group the
+    units beyond the ``keep_ratio`` strongest by L1 (:func:`units_to_remove`; a unit's score is
+    the sum of :func:`l1_unit_scores` over the group's producer layers), keyed by the group's
+    root layer name. Raises ``ValueError`` unless 0 < keep_ratio ≤ 1."""
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    _, groups = unit_groups(net, example_input)
+
+    def l1(name: str, layer: nn.Module) -> Tensor:
+        return l1_unit_scores(layer.weight)
+
+    names = {m: n for n, m in net.named_modules()}
+    return {
+        root: units_to_remove(group_scores(g, names, l1)[0], keep_ratio) for root, g in groups
+    }
 
 
 def extract_submodel(
@@ -50,63 +60,21 @@ def extract_submodel(
     """The sub-model keeping, in every unit group, the ``keep_ratio`` strongest units by L1.
 
     A group is a Conv/Linear layer's output units with everything coupled to them (found by
-    Torch-Pruning's dependency graph on ``example_input`` of shape ``(B, *input_shape)``); a
-    unit's score is the sum of :func:`l1_unit_scores` over the group's producer layers. The
-    output layer keeps all units, the first layer all input channels.
+    Torch-Pruning's dependency graph on ``example_input`` of shape ``(B, *input_shape)``); see
+    :func:`l1_removal`. The output layer keeps all units, the first layer all input channels.
 
-    Returns ``(sub, index, removed)``: ``sub`` is a new dense float32 network on ``net``'s
-    device whose parameters and buffers hold ``net``'s values at the kept positions (integer
-    buffers such as ``num_batches_tracked`` are copied); ``index[name]`` is an int64 tensor of
-    ``sub``'s shape giving, for each entry, its flat position in ``net``'s tensor ``name``;
-    ``removed`` maps each group's root layer name to the removed unit indices.
+    Returns ``(sub, index, removed)``: ``sub`` and ``index`` as
+    :func:`flip.pruning.compaction.compact` gives them (``index[name]``: int64 of ``sub``'s
+    shape, the flat position of each entry in ``net``'s tensor ``name``); ``removed`` maps each
+    group's root layer name to the removed unit indices.
     Source: ALGORITHMS.md §3.2 (Wu, Song & Zeng 2023). Raises ``ValueError`` unless
     0 < keep_ratio ≤ 1.
     """
-    if not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
-    device = next(net.parameters()).device
-    tagged = copy.deepcopy(net).to(device=device, dtype=torch.float64).eval()
-    example = example_input.to(device)
-    if example.is_floating_point():  # token ids (an Embedding's input) stay integers
-        example = example.double()
-    graph = tp.DependencyGraph().build_dependency(tagged, example_inputs=example)
-    names = {m: n for n, m in tagged.named_modules()}
-    real = dict(net.named_parameters())
-    plans = []
-    for group in graph.get_all_groups(
-        ignored_layers=[output_layer(tagged)], root_module_types=list(UNIT_LAYERS)
-    ):
-        scores = None
-        for item in group:
-            mod, handler = item.dep.target.module, item.dep.handler
-            if isinstance(mod, UNIT_LAYERS) and handler.__name__ == "prune_out_channels":
-                s = l1_unit_scores(real[f"{names[mod]}.weight"])[list(item.idxs)]
-                scores = s if scores is None else scores + s
-        root = group[0].dep
-        plans.append((names[root.target.module], root.target.module, root.handler, scores))
-    removed = {}
-    with torch.no_grad():  # tag every entry with its flat position (exact in float64)
-        for t in _tensors(tagged).values():
-            t.copy_(torch.arange(t.numel(), dtype=torch.float64, device=device).view_as(t))
-    for name, module, handler, scores in plans:
-        idxs = units_to_remove(scores, keep_ratio)
-        removed[name] = idxs
-        if idxs:
-            graph.get_pruning_group(module, handler, idxs).prune()
-    full = _tensors(net)
-    index = {n: t.detach().round().long() for n, t in _tensors(tagged).items()}
-    sub = tagged.float()
-    with torch.no_grad():
-        for n, t in _tensors(sub).items():
-            t.copy_(full[n].detach().reshape(-1)[index[n].reshape(-1)].view_as(t))
-        for n, b in net.named_buffers():
-            if not b.is_floating_point():
-                sub.get_buffer(n).copy_(b)
-    sub.train(net.training)
+    removed = l1_removal(net, keep_ratio, example_input)
+    sub, index = compact(net, removed, example_input)
     return sub, index, removed
 
 
-@torch.no_grad()
 def scatter_submodel(
     full: Mapping[str, Tensor], sub: Mapping[str, Tensor], index: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
@@ -115,20 +83,4 @@ def scatter_submodel(
     their value in ``full`` (EFLPrune's parameter reuse, §3.2). Names missing from ``index``
     (integer buffers) take ``sub``'s value. Same keys as ``full``; shapes and devices of
     ``full``."""
-    out = {}
-    for name, f in full.items():
-        if name not in index:
-            out[name] = sub[name].to(f.device).clone()
-            continue
-        t = f.detach().clone()
-        t.view(-1)[index[name].reshape(-1).to(t.device)] = sub[name].detach().reshape(-1).to(t)
-        out[name] = t
-    return out
-
-
-def kept_positions(shape: torch.Size, index: Tensor) -> Tensor:
-    """Bool tensor of ``shape``: True where the sub-model holds the entry (``index`` from
-    :func:`extract_submodel`)."""
-    kept = torch.zeros(shape, dtype=torch.bool, device=index.device)
-    kept.view(-1)[index.reshape(-1)] = True
-    return kept
+    return expand(full, sub, index)
