@@ -60,8 +60,11 @@ test-all: install ## Also the slow real-data tests
 lint: install ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: install ## Benchmarks (JSON under benchmarks/results/)
+bench: install ## Benchmarks (JSON under benchmarks/results/), then their README table
 	$(PY) benchmarks/round_overhead.py
+	$(PY) benchmarks/pruning_speedup.py
+	$(PY) benchmarks/client_memory.py
+	$(PY) benchmarks/table.py
 
 reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128, ResNet-18) x every algorithm, then dashboards. GPU; torchvision downloads CIFAR-100
 	$(call reproduce,cifar100_twocnn,$(CIFAR100_DIR)/twocnn)

@@ -109,7 +109,8 @@ def train(cfg: DictConfig) -> dict:
     training step raises on bad input; after it, each round's row is written as it ends.
     Output: ``cfg.output_dir`` (the Hydra run directory under the CLI) gets
     ``config.yaml``, ``partition.json``, ``class_histogram.{csv,png}``, ``rounds.csv``,
-    ``timings.csv``, ``summary.json``, the final global model ``model.pt`` (state dict), the
+    ``timings.csv``, ``summary.json``, the final global model ``model.pt`` (state dict in the
+    dense layout; a compacted AutoFLIP run also writes ``model_compact.pt``), the
     algorithm's artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``) and ``checkpoints/``.
 
     ``cfg.resume`` (``true`` or a path, :func:`flip.federation.checkpoint.find_resume`)
@@ -200,7 +201,9 @@ def train(cfg: DictConfig) -> dict:
     except BaseException:
         close_loggers(loggers, "failed")
         raise
-    torch.save(fed.net.state_dict(), out_dir / "model.pt")
+    torch.save(fed.dense_state_dict(), out_dir / "model.pt")  # the dense layout
+    if fed.index is not None:  # the compact network AutoFLIP trained (same names, smaller)
+        torch.save(fed.net.state_dict(), out_dir / "model_compact.pt")
     algorithm.save(out_dir)
     summary.update(
         experiment=cfg.experiment_name,

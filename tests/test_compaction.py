@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from flip.metrics.costs import effective_flops, profile_flops, transfer_bytes
-from flip.models import TwoCNN, cifar_resnet18
+from flip.models import NextCharLSTM, TwoCNN, cifar_resnet18
 from flip.models.efficientnet import efficientnet_b3
 from flip.pruning import (
     apply_masks,
@@ -51,7 +51,15 @@ ARCHS = {
     "twocnn": (lambda: TwoCNN(1, 10), (1, 28, 28)),
     "resnet18": (lambda: cifar_resnet18(3, 100), (3, 32, 32)),
     "efficientnet_b3": (lambda: efficientnet_b3(3, 100), (3, 32, 32)),
+    "lstm": (lambda: NextCharLSTM(80, hidden_size=64), (80,)),  # 2 layers, hidden units
 }
+
+
+def _inputs(arch: str, shape, batch: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if arch == "lstm":  # character indices
+        return torch.randint(0, 80, (batch, *shape), generator=g)
+    return torch.randn(batch, *shape, generator=g)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -60,16 +68,18 @@ def test_compact_equals_masked_dense(arch, train):
     build, shape = ARCHS[arch]
     net = build()
     _randomise(net, 0)
-    example = torch.zeros(1, *shape)
+    example = _inputs(arch, shape, 1, 5)
     masks, tau = hybrid_mask(net, _guidance(net, 1), 0.3, example)
     removal = structured_removal(net, _guidance(net, 1), tau, example)
     assert removal, "the guidance must remove some units"
+    if arch == "lstm":  # both layers lose hidden units, different ones
+        assert removal["lstm.l0"] != removal["lstm.l1"]
     apply_masks(net, masks)
     small, index = compact(net, removal, example)
     dense_n = sum(p.numel() for p in net.parameters())
     assert sum(p.numel() for p in small.parameters()) < dense_n
     assert list(small.state_dict()) == list(net.state_dict())  # same names, smaller shapes
-    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
+    x = _inputs(arch, shape, 4, 2)
     net.train(train), small.train(train)
     if arch == "efficientnet_b3":  # dropout draws differ in size; stochastic depth does not
         net.classifier[0].p = small.classifier[0].p = 0.0

@@ -17,6 +17,7 @@ from flip.metrics import (
     transfer_bytes,
 )
 from flip.models import TwoCNN, cifar_resnet18
+from flip.pruning import compact
 
 # Hand counts, fvcore convention (multiply-add = 1, bias not counted). TwoCNN: 5×5 convs with
 # padding 1 shrink H by 2; MaxPool2d(2, padding=1) maps H to H // 2 + 1; the 7×7 adaptive average
@@ -66,14 +67,25 @@ def _torch_conv_linear_flops(model: nn.Module, shape) -> int:
     return counter.get_total_flops()
 
 
+def _compacted(model: nn.Module, shape, removal: dict) -> nn.Module:
+    return compact(model, removal, torch.zeros(1, *shape))[0]
+
+
 @pytest.mark.parametrize(
     ("model", "shape"),
     [
         (TwoCNN(1, 10), (1, 28, 28)),
         (TwoCNN(3, 10), (3, 32, 32)),
         (cifar_resnet18(3, 100), (3, 32, 32)),
+        (_compacted(TwoCNN(1, 10), (1, 28, 28),
+                    {"features.0": [0, 5, 9], "features.3": list(range(0, 64, 3)),
+                     "classifier.2": list(range(200))}), (1, 28, 28)),
+        (_compacted(cifar_resnet18(3, 100), (3, 32, 32),
+                    {"conv1": list(range(10)), "layer3.1.conv1": list(range(0, 256, 2)),
+                     "layer4.0.conv1": list(range(300))}), (3, 32, 32)),
     ],
-    ids=["twocnn-fmnist", "twocnn-cifar", "resnet18-cifar100"],
+    ids=["twocnn-fmnist", "twocnn-cifar", "resnet18-cifar100", "twocnn-compact",
+         "resnet18-compact"],
 )
 def test_cross_check_with_torch_flop_counter(model, shape):
     prof = profile_flops(model, shape)

@@ -13,7 +13,7 @@ from flip.algorithms.base import Algorithm
 from flip.errors import ConfigError, TrainingStopped
 from flip.federation.failures import first_nonfinite
 from flip.federation.seeding import EXPLORATION, derive_seed
-from flip.pruning import guidance_matrix, hybrid_mask, squared_displacement
+from flip.pruning import guidance_matrix, hybrid_mask, squared_displacement, structured_removal
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ class AutoFLIP(Algorithm):
         structured: also remove whole filters/neurons whose mean G ≤ τ (§2.2).
         scope: ``weights`` (Conv/Linear/LSTM/Embedding weights) or ``all`` (every tensor, as
             the released code did).
+        compact: when units are removed, shrink the global network to the smaller dense
+            network before round 1 (:meth:`flip.federation.Federation.compact`), so clients
+            train and send it with the unstructured mask inside (§2.2). ``False`` keeps the
+            dense shapes with removed units masked (same numbers up to float rounding, dense
+            work on the clock).
         init_from: ``initial`` (θ = θ_0 ⊙ M, the paper, default) or ``explored`` (θ = the mean
             of the explorers' final models ⊙ M, close to the released code, which also ran
             extra dense epochs on all clients: that leaks the exploration's training into the
@@ -49,6 +54,7 @@ class AutoFLIP(Algorithm):
         threshold: float = 0.3,
         structured: bool = True,
         scope: str = "weights",
+        compact: bool = True,
         init_from: str = "initial",
         exploration: dict | None = None,
     ):
@@ -74,10 +80,12 @@ class AutoFLIP(Algorithm):
         self.threshold = threshold
         self.structured = structured
         self.scope = scope
+        self.compact = bool(compact)
         self.init_from = init_from
         self.guidance: dict[str, torch.Tensor] | None = None
         self.masks: dict[str, torch.Tensor] | None = None
         self.tau: float | None = None
+        self.removal: dict[str, list[int]] = {}
 
     def explorers(self, seed: int, num_clients: int) -> list[int]:
         """The explorers: max(1, round(fraction·K)) clients drawn from the exploration stream."""
@@ -86,7 +94,8 @@ class AutoFLIP(Algorithm):
         return sorted(int(k) for k in rng.choice(num_clients, size=m, replace=False))
 
     def setup(self, fed) -> None:
-        """Exploration (§2.1), guidance matrix, hybrid mask (§2.2), start of round 1 (§2.3)."""
+        """Exploration (§2.1), guidance matrix, hybrid mask (§2.2), start of round 1 (§2.3),
+        then the compaction of the removed units (§2.2)."""
         theta0 = {k: p.detach().clone() for k, p in fed.net.named_parameters()}
         total = {k: torch.zeros_like(p, device="cpu") for k, p in theta0.items()}
         explored = {k: torch.zeros_like(p) for k, p in theta0.items()}
@@ -126,19 +135,33 @@ class AutoFLIP(Algorithm):
                 for name, p in fed.net.named_parameters():
                     p.copy_(explored[name])
         fed.set_masks(self.masks)
+        if self.structured:
+            self.removal = structured_removal(fed.net, self.guidance, self.tau, example)
+            removed = sum(len(v) for v in self.removal.values())
+            log.info("structured pruning removes %d units in %d groups", removed, len(self.removal))
+            if self.compact and self.removal:
+                fed.compact(self.removal)
 
     def state_dict(self) -> dict:
-        """The guidance matrix G, the mask M (bool) and τ: all a resumed run needs (§2.2)."""
-        return {"guidance": self.guidance, "masks": self.masks, "tau": self.tau}
+        """The guidance matrix G, the dense-layout mask M (bool), τ and the removed units:
+        all a resumed run needs (§2.2; the compaction itself is in the federation's state)."""
+        return {"guidance": self.guidance, "masks": self.masks, "tau": self.tau,
+                "removal": self.removal}
 
     def load_state_dict(self, state: dict) -> None:
         self.guidance, self.masks, self.tau = state["guidance"], state["masks"], state["tau"]
+        self.removal = state.get("removal", {})
 
     def save(self, out_dir: Path) -> list[Path]:
         """Writes ``guidance.pt`` (G per parameter, float32) and ``mask.pt`` (bool per
-        parameter, plus τ) into ``out_dir``."""
+        parameter in the dense layout, plus τ and the removed units per group) into
+        ``out_dir``."""
         out_dir = Path(out_dir)
         paths = [out_dir / "guidance.pt", out_dir / "mask.pt"]
         torch.save(self.guidance, paths[0])
-        torch.save({"tau": self.tau, "threshold": self.threshold, "masks": self.masks}, paths[1])
+        torch.save(
+            {"tau": self.tau, "threshold": self.threshold, "masks": self.masks,
+             "removal": self.removal},
+            paths[1],
+        )
         return paths

@@ -27,7 +27,7 @@ from flip.metrics.costs import (
     training_flops,
     transfer_bytes,
 )
-from flip.pruning import apply_masks
+from flip.pruning import apply_masks, compact, compact_masks, expand
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ class Federation:
         self.device = self.trainer_factory(max_epochs=1).strategy.root_device
         self.net = net.to(self.device)
         self.masks: dict[str, Tensor] | None = None
+        self.removal: dict[str, list[int]] = {}  # units compacted away (see compact())
+        self.index: dict[str, Tensor] | None = None
         self.exploration = {"flops": 0.0, "bytes": 0, "samples": 0, "clients": 0}
         self.totals = {"flops": 0.0, "bytes": 0}
         self.history: list[dict] = []
@@ -172,12 +174,41 @@ class Federation:
         self.masks = {k: v.to(self.device) for k, v in masks.items()} if masks else None
         apply_masks(self.net, self.masks)
 
+    def compact(self, removal: dict[str, list[int]]) -> None:
+        """Shrink the global network to the smaller dense network without the units of
+        ``removal`` (:func:`flip.pruning.compact`, ALGORITHMS.md §2.2), before round 1.
+
+        The removed units must already be zero under :attr:`masks` (AutoFLIP's structured
+        mask), so the compact network computes the same function. From here on clients train
+        and send the compact network, the mask lives inside it (gathered into its shapes), the
+        server optimizer steps on it, FLOPs are profiled on it and bytes counted on its tensors;
+        :meth:`dense_state_dict` writes it back into the dense layout."""
+        example = self.dm.example_input().to(self.device)
+        small, self.index = compact(self.net, removal, example)
+        params = dict(self.net.named_parameters())
+        self.dense_template = {  # removed parameters are 0; removed buffers keep their values
+            n: (torch.zeros_like(t) if n in params else t.detach().clone()).cpu()
+            for n, t in self.net.state_dict().items()
+        }
+        self.removal = {k: [int(i) for i in v] for k, v in removal.items()}
+        masks = compact_masks(self.masks, self.index) if self.masks else None
+        self.net = small.to(self.device)
+        self.set_masks(masks)
+        self.flops = profile_flops(self.net, self.dm.example_input())
+
+    def dense_state_dict(self) -> dict[str, Tensor]:
+        """The global model in the dense network's layout (for export and comparison): the
+        compact network's values at their dense positions, zeros for removed parameters.
+        Without compaction, the network's own state dict."""
+        if self.index is None:
+            return self.net.state_dict()
+        return expand(self.dense_template, self.net.state_dict(), self.index)
+
     def add_exploration_cost(self, update: ClientUpdate) -> None:
         """Count one explorer: dense model down, D_k up (4 B per entry each), training FLOPs of
         the dense model over the samples it processed (ALGORITHMS.md §2.1, §4)."""
-        numel = sum(p.numel() for p in self.net.parameters())
-        flops = training_flops(self.flops.total, update.samples_processed)
-        self.add_setup_cost(flops, 2 * 4 * numel, update.samples_processed)
+        flops = training_flops(self.dense_flops.total, update.samples_processed)
+        self.add_setup_cost(flops, 2 * 4 * self.dense_params, update.samples_processed)
 
     def add_setup_cost(self, flops: float, nbytes: int, samples: int, clients: int = 1) -> None:
         """Count work done before round 1 (AutoFLIP's exploration, PruneFL's initial pruning):
@@ -193,16 +224,16 @@ class Federation:
     ) -> tuple[dict[str, float], float, int, int]:
         """Costs of sending ``net`` under ``masks`` to one client (ALGORITHMS.md §4).
 
-        ``net`` is the global network or a smaller sub-model of it (EFLPrune); its FLOPs are
-        profiled with fvcore unless it is the global network. Returns ``(counts, flops per
-        sample, download bytes, upload bytes)``; ``counts`` is :func:`param_counts` with
-        ``params`` = the global network's size, so ``density`` and ``compression_ratio`` are
-        relative to the dense global model.
+        ``net`` is the global network (compact after :meth:`compact`) or a smaller sub-model
+        of it (EFLPrune); its FLOPs are profiled with fvcore unless it is the global network.
+        Returns ``(counts, flops per sample, download bytes, upload bytes)``; ``counts`` is
+        :func:`param_counts` with ``params`` = the dense global network's size, so ``density``
+        and ``compression_ratio`` are relative to the dense global model.
         """
         profile = self.flops if net is self.net else profile_flops(net, self.dm.example_input())
         params = {k: p.detach() for k, p in net.named_parameters()}
         counts = param_counts(params, masks)
-        dense = sum(p.numel() for p in self.net.parameters())
+        dense = self.dense_params
         kept = counts["nonzero_params"]
         counts.update(
             params=dense,
@@ -301,12 +332,15 @@ class Federation:
 
     def setup(self, state: dict | None = None) -> None:
         """Before round 1: dense FLOPs profile, the algorithm's set-up (e.g. AutoFLIP's
-        exploration and mask), the server optimizer, parameter counts and effective FLOPs.
-        With ``state`` (a :meth:`state_dict`, resuming) the algorithm's set-up is skipped and
-        everything is restored from it instead."""
-        self.flops = profile_flops(self.net, self.dm.example_input())
+        exploration, mask and compaction), the server optimizer, parameter counts and effective
+        FLOPs. With ``state`` (a :meth:`state_dict`, resuming) the algorithm's set-up is skipped
+        and everything is restored from it instead (the network compacted again first)."""
+        self.dense_flops = self.flops = profile_flops(self.net, self.dm.example_input())
+        self.dense_params = sum(p.numel() for p in self.net.parameters())
         if state is None:
             self.algorithm.setup(self)
+        elif state.get("removal"):
+            self.compact(state["removal"])
         self.server_opt = build_server_optimizer(
             self.server_optimizer_factory, self.net.parameters()
         )
@@ -316,8 +350,9 @@ class Federation:
         self.counts, self.flops_per_sample, _, _ = self.model_costs(self.net, self.masks)
 
     def state_dict(self) -> dict:
-        """Everything a resumed run needs after round :attr:`round`: θ and buffers, the masks,
-        the server optimizer's state, the algorithm's state (:meth:`Algorithm.state_dict`), cost
+        """Everything a resumed run needs after round :attr:`round`: θ and buffers, the masks
+        (both in the compact layout after :meth:`compact`), the removed units, the server
+        optimizer's state, the algorithm's state (:meth:`Algorithm.state_dict`), cost
         totals (rounds and exploration), parameter counts, effective FLOPs per sample and the
         rows written so far. Tensors are on the device; the random streams need no state
         (:mod:`flip.federation.seeding`)."""
@@ -325,6 +360,7 @@ class Federation:
             "round": self.round,
             "net": self.net.state_dict(),
             "masks": self.masks,
+            "removal": self.removal,
             "server_optimizer": self.server_opt.state_dict(),
             "algorithm": self.algorithm.state_dict(),
             "totals": dict(self.totals),
@@ -387,7 +423,8 @@ class Federation:
             "best": best,
             "cost": {
                 **self.counts,
-                "flops_per_sample_dense": self.flops.total,
+                "flops_per_sample_dense": self.dense_flops.total,
+                "flops_per_sample_structured": self.flops.total,
                 "flops_per_sample": self.flops_per_sample,
                 "train_flops_rounds": self.totals["flops"],
                 "train_flops_exploration": explo["flops"],
