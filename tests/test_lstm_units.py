@@ -3,6 +3,7 @@ its physically compacted copy (forward, a training step, the dense ↔ compact r
 compact model's fvcore FLOPs by hand, and the bad removals."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from flip.pruning import (
     CompactLSTM,
     apply_masks,
     gate_rows,
+    lstm_consumers,
     lstm_unit_masks,
     lstm_unit_scores,
     prune_lstm_units,
@@ -252,3 +254,54 @@ def test_last_layer_removal_needs_a_linear_consumer():
         prune_lstm_units(model, {"0.l1": [0]})
     prune_lstm_units(model, {"0.l0": [0, 3]})  # inner layers need no consumer
     assert model[0].hidden_sizes == (2, 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN)")
+def test_compact_lstm_runs_cudnn_without_copying_weights():
+    dense, compact, _, _ = _masked_and_compact()
+    dense, compact = dense.cuda(), compact.cuda()  # .cuda() flattens each layer for cuDNN
+    for k in range(2):
+        assert len({p.untyped_storage().data_ptr() for p in compact.lstm.layer_params(k)}) == 1
+    x = torch.randint(0, VOCAB, (B, T), device="cuda")
+    # TF32 off: the equality is about the pruning, not about cuDNN's reduced-precision math
+    with warnings.catch_warnings(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        warnings.simplefilter("error")  # cuDNN warns when it has to copy unflattened weights
+        with torch.no_grad():
+            torch.testing.assert_close(compact(x), dense(x), rtol=0, atol=1e-5)
+
+
+class TwoHeads(nn.Module):
+    """An LSTM whose output two Linears read (the last step and the time mean), registered in
+    an order the registration rule cannot follow (the heads come before the LSTM)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 2), nn.Linear(6, 3)
+        self.emb = nn.Embedding(5, 3)
+        self.lstm = nn.LSTM(3, 6, num_layers=2)
+
+    def forward(self, x):
+        out, _ = self.lstm(self.emb(x))
+        return torch.cat([self.a(out[-1]), self.b(out.mean(0))], dim=1)
+
+
+def test_consumers_are_traced_by_torch_pruning_with_an_example_input():
+    x = torch.randint(0, 5, (7, 2), generator=torch.Generator().manual_seed(0))
+    assert lstm_consumers(NextCharLSTM(), "lstm") == ["fc"]
+    assert lstm_consumers(NextCharLSTM(), "lstm", torch.zeros(1, T, dtype=torch.long)) == ["fc"]
+    torch.manual_seed(0)
+    dense = TwoHeads()
+    removal = {"lstm.l0": [1, 4], "lstm.l1": [0, 2, 5]}
+    with pytest.raises(ValueError, match="consumer"):  # the rule alone cannot find them
+        lstm_unit_masks(dense, removal)
+    assert sorted(lstm_consumers(dense, "lstm", x)) == ["a", "b"]
+    masks = lstm_unit_masks(dense, removal, example_input=x)
+    for head in ("a", "b"):
+        assert not masks[f"{head}.weight"][:, [0, 2, 5]].any()
+        assert masks[f"{head}.weight"][:, [1, 3, 4]].all()
+    apply_masks(dense, masks)
+    compact = copy.deepcopy(dense)
+    prune_lstm_units(compact, removal, example_input=x)
+    assert compact.a.weight.shape == (2, 3) and compact.b.weight.shape == (3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(compact(x), dense(x), rtol=0, atol=1e-6)

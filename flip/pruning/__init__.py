@@ -12,7 +12,7 @@ from flip.pruning.guidance import guidance_matrix, squared_displacement
 from flip.pruning.lstm_units import (
     CompactLSTM,
     gate_rows,
-    lstm_consumer,
+    lstm_consumers,
     lstm_layers,
     lstm_unit_masks,
     lstm_unit_scores,
@@ -43,7 +43,7 @@ __all__ = [
     "hybrid_mask",
     "kept_positions",
     "l1_unit_scores",
-    "lstm_consumer",
+    "lstm_consumers",
     "lstm_layers",
     "lstm_unit_masks",
     "lstm_unit_scores",

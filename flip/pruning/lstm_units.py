@@ -18,7 +18,9 @@ Why not Torch-Pruning (1.6.1): its LSTM pruner asserts ``num_layers == 1`` (and 
 ``weight_hh_l0`` wrongly), and ``nn.LSTM`` has one ``hidden_size`` for all its layers, so
 removing different units per layer needs a module with per-layer sizes: :class:`CompactLSTM`,
 whose parameters keep ``nn.LSTM``'s names so a compact model's ``state_dict`` keys equal the
-dense model's (only shapes shrink).
+dense model's (only shapes shrink). Torch-Pruning's DependencyGraph does serve one thing here:
+finding the Linears that read the LSTM output, when an example input is given
+(:func:`lstm_consumers`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -290,39 +292,86 @@ def _parse_removal(
     return out
 
 
-def lstm_consumer(model: nn.Module, lstm_name: str) -> str:
-    """Name of the Linear that reads the LSTM's output (the consumer of its last layer).
+def _traced_consumers(model: nn.Module, lstm_name: str, example_input: Tensor) -> list[str]:
+    """Consumers of an ``nn.LSTM``'s output from Torch-Pruning's DependencyGraph: every module
+    whose input channels the LSTM's output channels are coupled to, which must be Linears
+    reading them one to one."""
+    import torch_pruning as tp
 
-    Rule (Torch-Pruning's DependencyGraph is not used: it needs an example input, which these
-    functions do not take, and its LSTM support is single-layer): the module registered right
-    after the LSTM in ``model.named_modules()`` must be an ``nn.Linear`` whose ``in_features``
-    equals the LSTM's last hidden size, as in ``NextCharLSTM`` (embedding → lstm → fc).
-    Raises ``ValueError`` when it is not (the removal of last-layer units is then not
-    realisable by this module).
+    names = {m: n for n, m in model.named_modules()}
+    lstm = model.get_submodule(lstm_name)
+    with torch.enable_grad():  # the graph is traced through autograd
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    units = list(range(lstm.hidden_size))
+    group = graph.get_pruning_group(
+        lstm, graph.get_pruner_of_module(lstm).prune_out_channels, units
+    )
+    found = []
+    for item in group:
+        mod, fn = item.dep.target.module, item.dep.handler.__name__
+        if fn != "prune_in_channels" or mod not in names or mod is lstm:
+            continue
+        if not isinstance(mod, nn.Linear) or list(item.idxs) != units:
+            raise ValueError(
+                f"LSTM {lstm_name!r}'s output feeds {names[mod]!r} ({type(mod).__name__}) in a "
+                "way unit pruning does not support (only Linears reading it one to one)"
+            )
+        found.append(names[mod])
+    return list(dict.fromkeys(found))
+
+
+def lstm_consumers(
+    model: nn.Module, lstm_name: str, example_input: Tensor | None = None
+) -> list[str]:
+    """Names of the Linears that read the LSTM's output (the consumers of its last layer).
+
+    With ``example_input`` (one batch for the model's forward) and an ``nn.LSTM``: traced by
+    Torch-Pruning's DependencyGraph, which follows the output through indexing such as
+    ``out[:, -1]`` and finds every consumer; they must be Linears reading the hidden units one
+    to one. Otherwise (no example input, or a :class:`CompactLSTM`, which Torch-Pruning does
+    not know) the rule: the module registered right after the LSTM in
+    ``model.named_modules()`` is the consumer and must be an ``nn.Linear`` whose
+    ``in_features`` equals the LSTM's last hidden size, as in ``NextCharLSTM``
+    (embedding → lstm → fc). Raises ``ValueError`` when no consumer is found or one is not
+    such a Linear (a last-layer removal is then not realisable).
     """
     mods = list(model.named_modules())
     idx = [n for n, _ in mods].index(lstm_name)
     lstm = mods[idx][1]
     h_last = _hidden_sizes(lstm)[-1]
+    if example_input is not None and isinstance(lstm, nn.LSTM):
+        found = _traced_consumers(model, lstm_name, example_input)
+        if not found:
+            raise ValueError(
+                f"Torch-Pruning's DependencyGraph finds no Linear reading LSTM {lstm_name!r}'s "
+                "output"
+            )
+        return found
     nxt = mods[idx + 1] if idx + 1 < len(mods) else None
     if nxt is None or not isinstance(nxt[1], nn.Linear) or nxt[1].in_features != h_last:
         got = "nothing" if nxt is None else f"{nxt[0]!r} ({type(nxt[1]).__name__})"
         raise ValueError(
             f"cannot find the consumer of LSTM {lstm_name!r}'s output: the module registered "
-            f"after it must be an nn.Linear with in_features={h_last}, found {got}"
+            f"after it must be an nn.Linear with in_features={h_last}, found {got} "
+            "(or pass example_input to trace it)"
         )
-    return nxt[0]
+    return [nxt[0]]
 
 
-def lstm_unit_masks(model: nn.Module, removal: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
+def lstm_unit_masks(
+    model: nn.Module,
+    removal: Mapping[str, Sequence[int]],
+    example_input: Tensor | None = None,
+) -> dict[str, Tensor]:
     """Bool masks (True = kept), one per parameter of ``model`` with its shape, that remove
     the LSTM hidden units in ``removal`` (ALGORITHMS.md §2.2).
 
     ``removal``: ``{unit_key(lstm_name, k): unit indices of layer k}``. For removed unit j of
     layer k (hidden size H) it zeroes rows ``j + g·H`` (g = 0..3) of ``weight_ih_l{k}``,
     ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``; column j of ``weight_hh_l{k}``;
-    column j of ``weight_ih_l{k+1}``, or for the last layer column j of the consumer Linear's
-    weight (:func:`lstm_consumer`). Raises ``ValueError`` for an unknown key, an index out of
+    column j of ``weight_ih_l{k+1}``, or for the last layer column j of every consumer Linear's
+    weight (:func:`lstm_consumers`; ``example_input``, optional, lets Torch-Pruning trace
+    them). Raises ``ValueError`` for an unknown key, an index out of
     range or repeated, the removal of every unit of a layer, or a last-layer removal without a
     consumer.
     """
@@ -341,7 +390,8 @@ def lstm_unit_masks(model: nn.Module, removal: Mapping[str, Sequence[int]]) -> d
             if k + 1 < len(sizes):
                 masks[f"{pre}weight_ih_l{k + 1}"][:, u] = False
             else:
-                masks[f"{_prefix(lstm_consumer(model, name))}weight"][:, u] = False
+                for c in lstm_consumers(model, name, example_input):
+                    masks[f"{_prefix(c)}weight"][:, u] = False
     return masks
 
 
@@ -357,16 +407,21 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def prune_lstm_units(model: nn.Module, removal: Mapping[str, Sequence[int]]) -> None:
+def prune_lstm_units(
+    model: nn.Module,
+    removal: Mapping[str, Sequence[int]],
+    example_input: Tensor | None = None,
+) -> None:
     """Physically remove the LSTM hidden units in ``removal``, in place (ALGORITHMS.md §2.2).
 
     Every LSTM the removal touches (``nn.LSTM`` or :class:`CompactLSTM`, by module name) is
     replaced by a :class:`CompactLSTM` holding the kept slices: layer k keeps the rows
     ``gate_rows(kept_k, H_k)``; its ``weight_ih_l{k}`` keeps the columns ``kept_{k-1}``
     (all input features for k = 0) and its ``weight_hh_l{k}`` the columns ``kept_k``. When
-    the last layer loses units, the consumer Linear (:func:`lstm_consumer`) keeps only the
-    input columns ``kept_last`` (its ``weight`` parameter is replaced, ``in_features``
-    updated; its bias is untouched). Values are only sliced (index_select), never recomputed,
+    the last layer loses units, every consumer Linear (:func:`lstm_consumers`;
+    ``example_input``, optional, lets Torch-Pruning trace them) keeps only the input columns
+    ``kept_last`` (its ``weight`` parameter is replaced, ``in_features`` updated; its bias is
+    untouched). Values are only sliced (index_select), never recomputed,
     so any floating dtype works and entries tagged with their positions read back the index
     map. The new parameters keep device, dtype and ``requires_grad``; the new module keeps the
     training flag. Optimisers holding the old parameters must be rebuilt. With zero initial
@@ -380,7 +435,7 @@ def prune_lstm_units(model: nn.Module, removal: Mapping[str, Sequence[int]]) -> 
             continue
         old = layers[name]
         sizes = _hidden_sizes(old)
-        consumer = lstm_consumer(model, name) if removed[-1].numel() else None
+        consumers = lstm_consumers(model, name, example_input) if removed[-1].numel() else []
         kept = [_kept(u, h) for u, h in zip(removed, sizes, strict=True)]
         first = old.weight_ih_l0
         new = CompactLSTM(
@@ -410,7 +465,7 @@ def prune_lstm_units(model: nn.Module, removal: Mapping[str, Sequence[int]]) -> 
         new.flatten_parameters()
         new.train(old.training)
         _set_module(model, name, new)
-        if consumer is not None:
+        for consumer in consumers:
             fc = model.get_submodule(consumer)
             w = fc.weight
             fc.weight = nn.Parameter(
