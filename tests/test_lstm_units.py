@@ -188,11 +188,11 @@ def test_compact_flops_equal_the_hand_count():
     assert prof.total == lstm + 80 * h1
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_compact_lstm_with_every_unit_is_nn_lstm(batch_first):
+@pytest.mark.parametrize(("batch_first", "bias"), [(True, True), (False, True), (True, False)])
+def test_compact_lstm_with_every_unit_is_nn_lstm(batch_first, bias):
     torch.manual_seed(0)
-    ref = nn.LSTM(3, 5, num_layers=2, batch_first=batch_first)
-    comp = CompactLSTM(3, [5, 5], batch_first=batch_first)
+    ref = nn.LSTM(3, 5, num_layers=2, batch_first=batch_first, bias=bias)
+    comp = CompactLSTM(3, [5, 5], batch_first=batch_first, bias=bias)
     comp.load_state_dict(ref.state_dict())
     x = torch.randn(4, 6, 3)
     for inp in (x, x[0]):  # batched and unbatched
