@@ -275,14 +275,15 @@ def _parse_removal(
             raise ValueError(f"unknown LSTM unit key {key!r}: the model's keys are {sorted(keys)}")
         name, k = keys[key]
         sizes = _hidden_sizes(layers[name])
-        u = torch.as_tensor(list(units), dtype=torch.long).reshape(-1)
+        units = [int(i) for i in units]
+        u = torch.as_tensor(units, dtype=torch.long).reshape(-1)
         if u.numel() == 0:
             continue
         if int(u.min()) < 0 or int(u.max()) >= sizes[k]:
             raise ValueError(f"{key}: unit indices must lie in 0..{sizes[k] - 1}, got {u.tolist()}")
         u = torch.unique(u)
         if u.numel() != len(units):
-            raise ValueError(f"{key}: repeated unit indices in {list(units)}")
+            raise ValueError(f"{key}: repeated unit indices in {units}")
         if u.numel() == sizes[k]:
             raise ValueError(
                 f"{key}: cannot remove all {sizes[k]} hidden units of a layer (keep at least one)"
@@ -430,12 +431,14 @@ def prune_lstm_units(
     leaves it as it is.
     """
     layers = lstm_layers(model)
-    for name, removed in _parse_removal(model, removal).items():
-        if all(u.numel() == 0 for u in removed):
-            continue
-        old = layers[name]
+    todo = {n: r for n, r in _parse_removal(model, removal).items() if any(u.numel() for u in r)}
+    # consumers first, on the model as it is (tracing needs every LSTM still an nn.LSTM)
+    consumers_of = {
+        n: lstm_consumers(model, n, example_input) if r[-1].numel() else [] for n, r in todo.items()
+    }
+    for name, removed in todo.items():
+        old, consumers = layers[name], consumers_of[name]
         sizes = _hidden_sizes(old)
-        consumers = lstm_consumers(model, name, example_input) if removed[-1].numel() else []
         kept = [_kept(u, h) for u, h in zip(removed, sizes, strict=True)]
         first = old.weight_ih_l0
         new = CompactLSTM(
