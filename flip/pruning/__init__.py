@@ -16,6 +16,16 @@ from flip.pruning.greedy import (
     swap_pruned,
 )
 from flip.pruning.guidance import guidance_matrix, squared_displacement
+from flip.pruning.lstm_units import (
+    CompactLSTM,
+    gate_rows,
+    lstm_consumers,
+    lstm_layers,
+    lstm_unit_masks,
+    lstm_unit_scores,
+    prune_lstm_units,
+    unit_key,
+)
 from flip.pruning.masks import apply_masks, hybrid_mask, mask_density
 from flip.pruning.random_mask import random_mask
 from flip.pruning.structured import (
@@ -34,12 +44,14 @@ from flip.pruning.submodel import (
 from flip.pruning.threshold import global_threshold, unstructured_mask
 
 __all__ = [
+    "CompactLSTM",
     "apply_masks",
     "compact",
     "compact_masks",
     "decrease_fraction",
     "expand",
     "extract_submodel",
+    "gate_rows",
     "global_threshold",
     "greedy_select",
     "guidance_matrix",
@@ -47,10 +59,15 @@ __all__ = [
     "kept_positions",
     "l1_removal",
     "l1_unit_scores",
+    "lstm_consumers",
+    "lstm_layers",
+    "lstm_unit_masks",
+    "lstm_unit_scores",
     "magnitude_core",
     "mask_density",
     "output_layer",
     "prunable_names",
+    "prune_lstm_units",
     "random_mask",
     "reconfigure",
     "removal_masks",
@@ -59,6 +76,7 @@ __all__ = [
     "structured_mask",
     "structured_removal",
     "swap_pruned",
+    "unit_key",
     "units_to_remove",
     "unstructured_mask",
 ]
