@@ -43,6 +43,8 @@ def _guidance(net: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     G = {}
     for name, p in net.named_parameters():
         rows = torch.rand((p.shape[0],) + (1,) * (p.dim() - 1), generator=g)
+        if "lstm.weight" in name:  # one factor per hidden unit, shared by its four gate rows
+            rows = rows[: p.shape[0] // 4].repeat(4, 1)
         G[name] = (torch.rand(p.shape, generator=g) * rows).clamp(0, 1)
     return G
 

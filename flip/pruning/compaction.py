@@ -59,10 +59,10 @@ def _tagged_prune(net: nn.Module, removal: Removal, example_input: Tensor) -> nn
     device = next(net.parameters()).device
     tagged = copy.deepcopy(net).to(device=device, dtype=torch.float64).eval()
     layers, lstm = _split(tagged, removal)
+    example = example_input.to(device)
+    if example.is_floating_point():  # token ids (an Embedding's input) stay integers
+        example = example.double()
     if layers:
-        example = example_input.to(device)
-        if example.is_floating_point():  # token ids (an Embedding's input) stay integers
-            example = example.double()
         graph = tp.DependencyGraph().build_dependency(tagged, example_inputs=example)
     with torch.no_grad():
         for t in float_tensors(tagged).values():
@@ -75,7 +75,7 @@ def _tagged_prune(net: nn.Module, removal: Removal, example_input: Tensor) -> nn
     if lstm:
         from flip.pruning.lstm_units import prune_lstm_units
 
-        prune_lstm_units(tagged, lstm)
+        prune_lstm_units(tagged, lstm, example_input=example)
     return tagged
 
 
