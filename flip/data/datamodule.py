@@ -3,8 +3,9 @@
 Source: ``/work/shared/spec/DATA.md`` ("Partitions (non-IID)"). Config fields named in errors:
 ``data.name``, ``federation.num_clients``, ``data.test_fraction``, ``data.train_subset``,
 ``data.batch_size``, ``data.eval_batch_size``, ``data.resize``, ``data.color_jitter``,
-``data.num_workers``, ``data.device_data``, ``partition.name``, ``partition.classes_per_client``, ``partition.alpha``,
-``partition.min_samples``, ``partition.max_tries``.
+``data.num_workers``, ``data.device_data``, ``partition.name``,
+``partition.classes_per_client``, ``partition.alpha``, ``partition.min_samples``,
+``partition.max_tries``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from flip.data.device_batches import (
-    BatchAugment,
-    DeviceBatches,
-    DeviceDataMixin,
-    augment_seed,
-    preprocess_on_device,
-)
 from flip.data.datasets import (
     DEBIAN_FMNIST_DIR,
     ClientDataset,
@@ -33,6 +27,13 @@ from flip.data.datasets import (
     build_transform,
     dataset_info,
     load_dataset,
+)
+from flip.data.device_batches import (
+    BatchAugment,
+    DeviceBatches,
+    DeviceDataMixin,
+    augment_seed,
+    preprocess_on_device,
 )
 from flip.data.partition import (
     class_histogram,

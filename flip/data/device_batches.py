@@ -209,7 +209,7 @@ class DeviceBatches:
             self.n = len(self.index)
         self.batch_size = int(batch_size)
         self.generator = generator
-        self.sampler = RandomSampler(range(self.n), generator=generator) if generator else None
+        self._sampler = RandomSampler(range(self.n), generator=generator) if generator else None
         self.augment = augment if augment is not None and getattr(augment, "active", True) \
             else None
 
@@ -226,22 +226,21 @@ class DeviceBatches:
         remainder of ``num_samples % n``), so the generator is in the same state for the next
         epoch.
         """
-        if self.sampler is None:
+        if self._sampler is None:
             return self.index
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.tensor(list(self.sampler), dtype=torch.int64).to(self.y.device)
+        order = torch.tensor(list(self._sampler), dtype=torch.int64).to(self.y.device)
         return order if self.index is None else self.index[order]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of batches; the permutation is drawn at the first ``next()``, not by
         ``iter()`` alone (Lightning calls ``iter()`` once to check an iterable)."""
-        pos = self.positions()
-        for start in range(0, self.n, self.batch_size):
+        pos, b = self.positions(), self.batch_size
+        for start in range(0, self.n, b):
             if pos is None:
-                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+                xb, yb = self.x[start:start + b], self.y[start:start + b]
             else:
-                p = pos[start:start + self.batch_size]
-                xb, yb = self.x[p], self.y[p]
+                xb, yb = self.x[pos[start:start + b]], self.y[pos[start:start + b]]
             if self.augment is not None:
                 xb = self.augment(xb)
             yield xb, yb
