@@ -27,6 +27,7 @@ class _Unreadable:
 
 class FaultyClientData(FederatedDataModule):
     def __init__(self, *args, nan_clients=(), raise_clients=(), **kwargs):
+        kwargs.setdefault("device_data", "false")  # faults are injected into DataLoaders
         super().__init__(*args, **kwargs)
         self.nan_clients = set(nan_clients)
         self.raise_clients = set(raise_clients)

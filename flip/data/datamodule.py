@@ -3,8 +3,9 @@
 Source: ``/work/shared/spec/DATA.md`` ("Partitions (non-IID)"). Config fields named in errors:
 ``data.name``, ``federation.num_clients``, ``data.test_fraction``, ``data.train_subset``,
 ``data.batch_size``, ``data.eval_batch_size``, ``data.resize``, ``data.color_jitter``,
-``data.num_workers``, ``partition.name``, ``partition.classes_per_client``, ``partition.alpha``,
-``partition.min_samples``, ``partition.max_tries``.
+``data.num_workers``, ``data.device_data``, ``partition.name``,
+``partition.classes_per_client``, ``partition.alpha``, ``partition.min_samples``,
+``partition.max_tries``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from flip.data.datasets import (
     build_transform,
     dataset_info,
     load_dataset,
+)
+from flip.data.device_batches import (
+    BatchAugment,
+    DeviceBatches,
+    DeviceDataMixin,
+    augment_seed,
+    preprocess_on_device,
 )
 from flip.data.partition import (
     class_histogram,
@@ -105,7 +113,7 @@ def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Genera
     return np.sort(np.concatenate(keep).astype(np.int64))
 
 
-class FederatedDataModule(L.LightningDataModule):
+class FederatedDataModule(DeviceDataMixin, L.LightningDataModule):
     """Per-client train / local-test loaders and the global test loader of an image data set.
 
     Built by Hydra ``instantiate`` from flat keywords. ``setup()`` (idempotent) loads the data
@@ -132,6 +140,12 @@ class FederatedDataModule(L.LightningDataModule):
             strength for brightness, contrast and saturation).
         seed: partition seed. num_workers: DataLoader worker processes.
         debian_dir: directory of the Debian ``dataset-fashion-mnist`` files.
+        device_data: ``auto``, ``true`` or ``false``: serve the loaders as
+            :class:`~flip.data.device_batches.DeviceBatches` over the splits preprocessed once
+            on the training device (:meth:`use_device`; ``auto``: when they fit, see
+            :func:`~flip.data.device_batches.use_tensor_path`) instead of DataLoaders. Without
+            augmentation both give the same batches; with it the random draws differ
+            (:class:`~flip.data.device_batches.BatchAugment`).
 
     Raises:
         ConfigError: at construction for invalid cheap fields; in ``setup()`` for settings the
@@ -161,8 +175,10 @@ class FederatedDataModule(L.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         debian_dir: str = DEBIAN_FMNIST_DIR,
+        device_data: str | bool = "auto",
     ):
         super().__init__()
+        self._init_device_data(device_data)
         self._info = dataset_info(name)
         self.name = name
         self.root = root
@@ -328,23 +344,49 @@ class FederatedDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=batch_size, shuffle=generator is not None,
                           generator=generator, num_workers=self.num_workers, drop_last=False)
 
-    def client_train_dataloader(self, k: int, seed: int) -> DataLoader:
+    def _device_bytes(self) -> int:
+        """Bytes of both splits preprocessed: float32 inputs and int64 labels."""
+        per_sample = 4 * int(np.prod(self.input_shape)) + 8
+        return (len(self._train) + len(self._test)) * per_sample
+
+    def _place(self, device: torch.device) -> dict:
+        """Both splits after the test transform (resize, to float, normalise), on ``device``."""
+        return {
+            split: (preprocess_on_device(s.images, self._test_tf, device), s.labels.to(device))
+            for split, s in (("train", self._train), ("test", self._test))
+        }
+
+    def client_train_dataloader(self, k: int, seed: int) -> DataLoader | DeviceBatches:
         """Shuffled training loader of client ``k``; batches ``(x (B, *input_shape) float32,
         y (B,) int64)`` with training augmentations. The order is fixed by ``seed``
-        (``torch.Generator().manual_seed(seed)``); augmentations draw from torch's global RNG
-        in the main process (seed it, e.g. ``lightning.seed_everything``)."""
+        (``torch.Generator().manual_seed(seed)``). DataLoader: augmentations draw from torch's
+        global RNG in the main process (seed it, e.g. ``lightning.seed_everything``);
+        :class:`DeviceBatches` (``device_data``): the same order, augmentations on the device
+        drawn from a generator seeded from ``seed``."""
         gen = torch.Generator().manual_seed(int(seed))
-        return self._loader(self._train, self._client(k)["train"], self._train_tf,
-                            self.batch_size, gen)
+        idx = self._client(k)["train"]
+        if placed := self._device_splits():
+            x, y = placed["train"]
+            aug = None
+            if self.hflip or self.color_jitter:
+                dev_gen = torch.Generator(x.device).manual_seed(augment_seed(seed))
+                aug = BatchAugment(self._train.mean, self._train.std, self.hflip,
+                                   self.color_jitter, dev_gen)
+            return DeviceBatches(x, y, idx, self.batch_size, gen, aug)
+        return self._loader(self._train, idx, self._train_tf, self.batch_size, gen)
 
-    def client_test_dataloader(self, k: int) -> DataLoader:
+    def client_test_dataloader(self, k: int) -> DataLoader | DeviceBatches:
         """Local test loader of client ``k`` (test transforms, ``eval_batch_size``, in order)."""
-        return self._loader(self._train, self._client(k)["test"], self._test_tf,
-                            self.eval_batch_size)
+        idx = self._client(k)["test"]
+        if placed := self._device_splits():
+            return DeviceBatches(*placed["train"], idx, self.eval_batch_size)
+        return self._loader(self._train, idx, self._test_tf, self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         """Loader of the official test split (global evaluation; test transforms, in order)."""
         self._need_setup()
+        if placed := self._device_splits():
+            return DeviceBatches(*placed["test"], None, self.eval_batch_size)
         return self._loader(self._test, np.arange(len(self._test)), self._test_tf,
                             self.eval_batch_size)
 

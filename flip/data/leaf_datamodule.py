@@ -5,7 +5,8 @@ The same public API as :class:`flip.data.FederatedDataModule`; the partition is 
 the paper's code also replaced K by the number of users, and flip logs it).
 Config fields named in errors: ``data.name``, ``data.root``, ``data.source``,
 ``data.fraction``, ``data.min_samples``, ``data.split``, ``data.train_fraction``,
-``data.batch_size``, ``data.eval_batch_size``, ``data.num_workers``, ``data.num_classes``,
+``data.batch_size``, ``data.eval_batch_size``, ``data.num_workers``, ``data.device_data``,
+``data.num_classes``,
 ``data.input_shape``, ``partition.name``.
 """
 
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from flip.data.datamodule import write_class_histogram
 from flip.data.datasets import ClientDataset
+from flip.data.device_batches import DeviceBatches, DeviceDataMixin
 from flip.data.leaf import (
     SEQ_LEN,
     SHAKESPEARE_VOCAB,
@@ -83,7 +85,7 @@ def encode_chars(text: str) -> np.ndarray:
     return _LUT[np.frombuffer(text.encode("ascii"), np.uint8)]
 
 
-class LeafDataModule(L.LightningDataModule):
+class LeafDataModule(DeviceDataMixin, L.LightningDataModule):
     """Per-client train / local-test loaders and the global test loader of a LEAF data set.
 
     ``setup()`` reads ``root``: either ``root/all_data/*.json`` (LEAF's ``all_data``, or what
@@ -117,6 +119,10 @@ class LeafDataModule(L.LightningDataModule):
         split: ``sample`` or ``user`` (LEAF ``-t``). train_fraction: LEAF ``--tf``, in (0, 1).
         sample_seed, split_seed: LEAF's ``--smplseed``/``--spltseed``; null = ``seed``.
         seed: the run seed. batch_size, eval_batch_size: >= 1. num_workers: >= 0.
+        device_data: ``auto``, ``true`` or ``false``: loaders as
+            :class:`~flip.data.device_batches.DeviceBatches` over the pools placed once on the
+            training device (as :class:`~flip.data.FederatedDataModule`; no augmentation, so
+            the batches equal the DataLoaders').
         num_classes, input_shape: for a LEAF data set flip does not know.
         partition_options: other partitions' options (``classes_per_client``, ...): refused.
 
@@ -145,6 +151,7 @@ class LeafDataModule(L.LightningDataModule):
         batch_size: int = 10,
         eval_batch_size: int = 512,
         num_workers: int = 0,
+        device_data: str | bool = "auto",
         num_classes: int | None = None,
         input_shape: list[int] | tuple[int, ...] | None = None,
         **partition_options,
@@ -179,6 +186,7 @@ class LeafDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
+        self._init_device_data(device_data)
         self._requested_clients = num_clients
         self._validate()
         self._ready = False
@@ -420,23 +428,42 @@ class LeafDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=batch_size, shuffle=generator is not None,
                           generator=generator, num_workers=self.num_workers, drop_last=False)
 
-    def client_train_dataloader(self, k: int, seed: int) -> DataLoader:
+    def _device_bytes(self) -> int:
+        """Bytes of the training and test pools as the loaders yield them, with labels."""
+        item = 8 if self._info.chars else self._train_x.element_size()
+        per_sample = item * int(np.prod(self.input_shape)) + 8
+        return (len(self._train_y) + len(self._test_y)) * per_sample
+
+    def _place(self, device: torch.device) -> dict:
+        """Both pools on ``device`` (characters as int64, as the DataLoaders yield them)."""
+        tf = _as_long if self._info.chars else _identity
+        return {"train": (tf(self._train_x).to(device), self._train_y.to(device)),
+                "test": (tf(self._test_x).to(device), self._test_y.to(device))}
+
+    def _batches(self, split: str, x, y, idx, batch_size, generator=None):
+        if placed := self._device_splits():
+            return DeviceBatches(*placed[split], idx, batch_size, generator)
+        return self._loader(x, y, idx, batch_size, generator)
+
+    def client_train_dataloader(self, k: int, seed: int) -> DataLoader | DeviceBatches:
         """Shuffled training loader of client ``k``; batches ``(x (B, *input_shape), y (B,)
-        int64)``, order fixed by ``seed`` (``torch.Generator().manual_seed(seed)``)."""
+        int64)``, order fixed by ``seed`` (``torch.Generator().manual_seed(seed)``);
+        :class:`DeviceBatches` under ``device_data`` (the same batches)."""
         gen = torch.Generator().manual_seed(int(seed))
-        return self._loader(self._train_x, self._train_y, self._client(k)["train"],
-                            self.batch_size, gen)
+        return self._batches("train", self._train_x, self._train_y, self._client(k)["train"],
+                             self.batch_size, gen)
 
-    def client_test_dataloader(self, k: int) -> DataLoader:
+    def client_test_dataloader(self, k: int) -> DataLoader | DeviceBatches:
         """Local test loader of client ``k`` (``eval_batch_size``, in order)."""
-        return self._loader(self._test_x, self._test_y, self._client(k)["test"],
-                            self.eval_batch_size)
+        return self._batches("test", self._test_x, self._test_y, self._client(k)["test"],
+                             self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         """Global evaluation: the union of the clients' test data (``split=sample``) or the
         held-out users' data (``split=user``), in order."""
         self._need_setup()
-        return self._loader(self._test_x, self._test_y, self._global, self.eval_batch_size)
+        return self._batches("test", self._test_x, self._test_y, self._global,
+                             self.eval_batch_size)
 
     # ----------------------------------------------------------------- reporting
     def class_histogram(self) -> np.ndarray:

@@ -127,6 +127,8 @@ class Federation:
         self.checkpointer = checkpointer
         self.device = self.trainer_factory(max_epochs=1).strategy.root_device
         self.net = net.to(self.device)
+        if hasattr(datamodule, "use_device"):  # data.device_data: batches from device tensors
+            datamodule.use_device(self.device)
         self.masks: dict[str, Tensor] | None = None
         self.removal: dict[str, list[int]] = {}  # units compacted away (see compact())
         self.index: dict[str, Tensor] | None = None
