@@ -26,7 +26,7 @@ define reproduce
 	$(PY) -m flip.compare $(2)
 endef
 
-.PHONY: help install data-fmnist demo test test-all lint bench reproduce-cifar100
+.PHONY: help install data-fmnist demo test test-all lint bench bench-data reproduce-cifar100
 .PHONY: data-shakespeare reproduce-mnist reproduce-cifar10 reproduce-femnist
 .PHONY: reproduce-shakespeare ablation-tp compare compare-fmnist
 
@@ -65,6 +65,9 @@ bench: install ## Benchmarks (JSON under benchmarks/results/), then their README
 	$(PY) benchmarks/pruning_speedup.py
 	$(PY) benchmarks/client_memory.py
 	$(PY) benchmarks/table.py
+
+bench-data: install ## DataLoaders vs batches from device tensors (data.device_data), JSON
+	$(PY) benchmarks/data_path.py
 
 reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128, ResNet-18) x every algorithm, then dashboards. GPU; torchvision downloads CIFAR-100
 	$(call reproduce,cifar100_twocnn,$(CIFAR100_DIR)/twocnn)

@@ -39,6 +39,15 @@ def rows(results: Path) -> list[str]:
                 f"FedAvg {mib['fedavg']:.0f} MiB, AutoFLIP compact {mib['autoflip']:.0f} MiB "
                 f"(× {m['peak_ratio']:.2f}) | — |"
             )
+    path = results / "data_path.json"
+    if path.exists():
+        r = json.loads(path.read_text())
+        e, rd = r["data_epoch_median_s"], r["round_median_s"]
+        out.append(
+            f"| data path (`make bench-data`) | {r['device']} | DataLoaders vs device tensors, "
+            f"TwoCNN, Fashion-MNIST | data epoch {e['false']:.2f} s vs {e['true']:.2f} s; "
+            f"FedAvg round {rd['false']:.1f} s vs {rd['true']:.1f} s | same numbers |"
+        )
     return out
 
 
