@@ -1,5 +1,5 @@
 """Peak memory of one client's local training: the dense network (FedAvg) against AutoFLIP's
-compact network (Tp = 0.3), on TwoCNN (Fashion-MNIST) and ResNet-18 (CIFAR-100 shape).
+compact network (Tp = 0.3), on TwoCNN and ResNet-18 (Fashion-MNIST; 32×32 for ResNet-18).
 
 Each measurement runs in a fresh process: it builds the data module and the network from the
 same config as ``benchmarks/pruning_speedup.py``, compacts it with the removal of that
@@ -41,7 +41,7 @@ def worker(model: str, algorithm: str, runs: Path) -> dict:
     """One measurement, in this process."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from pruning_speedup import COMMON, MODELS, _cifar_root
+    from pruning_speedup import COMMON, MODELS
 
     from flip.federation.client import ClientModule
     from flip.models import init_weights
@@ -49,9 +49,8 @@ def worker(model: str, algorithm: str, runs: Path) -> dict:
     from flip.train import build, quiet_lightning
 
     quiet_lightning()
-    extra = _cifar_root(runs) if model == "resnet18" else []
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[*COMMON, *MODELS[model], *extra])
+        cfg = compose("train", overrides=[*COMMON, *MODELS[model]])
     part = {k: v for k, v in cfg.partition.items() if k != "name"}
     dm = build(cfg.data, num_clients=cfg.federation.num_clients, partition=cfg.partition.name,
                seed=cfg.seed, **part)

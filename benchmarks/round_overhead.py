@@ -7,7 +7,7 @@ per client, the mask hooks, the server optimizer step and the cost accounting. E
 left out of both. The two are interleaved round by round and compared as the ratio of their
 median times, measured in one run (these machines are noisy).
 
-    python benchmarks/round_overhead.py [--rounds 6] [--out benchmarks/results/round_overhead.json]
+    python benchmarks/round_overhead.py [--rounds 10] [--out benchmarks/results/round_overhead.json]
 
 Target (issue #2): flip's time <= 1.10 × the plain loop's on CPU.
 """
@@ -56,7 +56,7 @@ def plain_round(net, dm, clients, r, seed, epochs, lr):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--local-epochs", type=int, default=1)
     ap.add_argument("--train-subset", type=float, default=0.5)
     ap.add_argument("--out", default="benchmarks/results/round_overhead.json")
