@@ -44,19 +44,14 @@ def worker(model: str, algorithm: str, runs: Path) -> dict:
     from pruning_speedup import COMMON, MODELS
 
     from flip.federation.client import ClientModule
-    from flip.models import init_weights
     from flip.pruning import apply_masks, compact, compact_masks
-    from flip.train import build, quiet_lightning
+    from flip.train import build_datamodule, build_network, quiet_lightning
 
     quiet_lightning()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[*COMMON, *MODELS[model]])
-    part = {k: v for k, v in cfg.partition.items() if k != "name"}
-    dm = build(cfg.data, num_clients=cfg.federation.num_clients, partition=cfg.partition.name,
-               seed=cfg.seed, **part)
-    dm.prepare_data()
-    dm.setup()
-    net = init_weights(build(cfg.model.net, **dm.model_kwargs()), cfg.model.init)
+    dm = build_datamodule(cfg)
+    net = build_network(cfg, dm)
     masks = None
     if algorithm == "autoflip":
         saved = torch.load(runs / model / "autoflip_0" / "mask.pt")
@@ -64,10 +59,11 @@ def worker(model: str, algorithm: str, runs: Path) -> dict:
         net, index = compact(net, saved["removal"], dm.example_input())
         masks = compact_masks(saved["masks"], index)
     trainer = instantiate(cfg.trainer)(max_epochs=1)
+    dm.use_device(trainer.strategy.root_device)  # the data path a run's clients use
     module = ClientModule(net, dm.num_classes, instantiate(cfg.client.optimizer), cfg.client.lr,
                           masks)
     loader = dm.client_train_dataloader(0, 0)
-    cuda = torch.cuda.is_available()
+    cuda = trainer.strategy.root_device.type == "cuda"
     if cuda:
         net.cuda()
         torch.cuda.synchronize()

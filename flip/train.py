@@ -56,6 +56,33 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
+def build_datamodule(cfg: DictConfig):
+    """The run's data module from ``cfg.data`` with ``federation.num_clients``, the partition
+    and the seed, its data loaded, partitioned and split (``prepare_data`` and ``setup``).
+    Raises ``ConfigError`` for settings the data cannot satisfy and ``DataNotFoundError`` when
+    the files are missing (DATA.md)."""
+    part = {k: v for k, v in cfg.partition.items() if k != "name"}
+    dm = build(
+        cfg.data,
+        num_clients=cfg.federation.num_clients,
+        partition=cfg.partition.name,
+        seed=cfg.seed,
+        **part,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def build_network(cfg: DictConfig, dm) -> torch.nn.Module:
+    """θ_0: ``cfg.model.net`` with the data module's ``model_kwargs``, initialised by
+    ``cfg.model.init`` from the run seed's init stream (ALGORITHMS.md §2.1)."""
+    torch.manual_seed(derive_seed(cfg.seed, INIT))
+    net = build(cfg.model.net, **dm.model_kwargs())
+    init_weights(net, cfg.model.init)
+    return net
+
+
 def build_loggers(cfg: DictConfig, out_dir: Path, wandb_id: str | None = None) -> list:
     """The configured experiment loggers (``cfg.logger``: a mapping of name → ``_target_``),
     e.g. Lightning's ``WandbLogger`` (offline unless ``logger.wandb.offline=false``; the mode is
@@ -137,16 +164,7 @@ def train(cfg: DictConfig) -> dict:
 
     algorithm = build(cfg.algorithm)
     fed_cfg = cfg.federation
-    part = {k: v for k, v in cfg.partition.items() if k != "name"}
-    dm = build(
-        cfg.data,
-        num_clients=fed_cfg.num_clients,
-        partition=cfg.partition.name,
-        seed=cfg.seed,
-        **part,
-    )
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = build_datamodule(cfg)
     if dm.num_clients != fed_cfg.num_clients:  # natural partitions: K = users (DATA.md)
         fed_cfg.num_clients = dm.num_clients
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -155,9 +173,7 @@ def train(cfg: DictConfig) -> dict:
     else:
         dm.save_partition(out_dir)
 
-    torch.manual_seed(derive_seed(cfg.seed, INIT))
-    net = build(cfg.model.net, **dm.model_kwargs())
-    init_weights(net, cfg.model.init)
+    net = build_network(cfg, dm)
 
     loggers = build_loggers(cfg, out_dir, resume.wandb_id if resume else None)
     for lg in loggers:

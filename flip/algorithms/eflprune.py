@@ -10,7 +10,7 @@ import torch
 from flip.algorithms.base import Algorithm
 from flip.errors import ConfigError
 from flip.pruning import extract_submodel, kept_positions, scatter_submodel
-from flip.pruning.compaction import float_tensors as _tensors
+from flip.pruning.compaction import float_tensors
 
 
 class EFLPrune(Algorithm):
@@ -43,7 +43,7 @@ class EFLPrune(Algorithm):
     def client_model(self, fed, round_idx: int):
         example = fed.dm.example_input().to(next(fed.net.parameters()).device)
         sub, self.index, removed = extract_submodel(fed.net, self.keep_ratio, example)
-        self.before = {n: t.detach().clone() for n, t in _tensors(fed.net).items()}
+        self.before = {n: t.detach().clone() for n, t in float_tensors(fed.net).items()}
         self.history.append(
             {
                 "round": round_idx,
@@ -63,7 +63,7 @@ class EFLPrune(Algorithm):
     @torch.no_grad()
     def on_round_end(self, fed, round_idx: int) -> None:
         """Parameter reuse: entries outside the sub-model get their pre-round values back."""
-        for name, t in _tensors(fed.net).items():
+        for name, t in float_tensors(fed.net).items():
             dropped = ~kept_positions(t.shape, self.index[name].to(t.device))
             t[dropped] = self.before[name][dropped]
         self.before = {}
