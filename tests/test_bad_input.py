@@ -25,6 +25,8 @@ SMALL = ["debug=smoke"]
         ("federation.participation=0", "federation.participation"),
         ("client.lr_decay=1.5", "client.lr_decay"),
         ("exploration.epochs=0", "exploration.epochs"),
+        ("pruning.compact=sometimes", "pruning.compact"),
+        ("pruning.structured=1", "pruning.structured"),
     ],
 )
 def test_bad_value_names_field_and_nothing_trains(override, field, tmp_path):

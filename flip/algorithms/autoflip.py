@@ -64,6 +64,9 @@ class AutoFLIP(Algorithm):
             raise ConfigError("pruning.threshold", threshold, "a fraction Tp with 0 <= Tp < 1")
         if scope not in ("weights", "all"):
             raise ConfigError("pruning.scope", scope, "weights, all")
+        for field, value in (("pruning.structured", structured), ("pruning.compact", compact)):
+            if not isinstance(value, bool):
+                raise ConfigError(field, value, "true, false")
         if init_from not in ("initial", "explored"):
             raise ConfigError("algorithm.init_from", init_from, "initial, explored")
         self.client_fraction = float(exploration.get("client_fraction", 1.0))
@@ -80,7 +83,7 @@ class AutoFLIP(Algorithm):
         self.threshold = threshold
         self.structured = structured
         self.scope = scope
-        self.compact = bool(compact)
+        self.compact = compact
         self.init_from = init_from
         self.guidance: dict[str, torch.Tensor] | None = None
         self.masks: dict[str, torch.Tensor] | None = None
