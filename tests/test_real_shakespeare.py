@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from compose import compose_cfg
 
 from flip.data.shakespeare import preprocess
@@ -87,3 +88,11 @@ def test_autoflip_and_fedavg_on_real_shakespeare(leaf_root, tmp_path):
     assert autoflip["cost"]["density"] < 0.75
     assert autoflip["cost"]["flops_per_sample"] < fedavg["cost"]["flops_per_sample"]
     assert autoflip["cost"]["bytes_rounds"] < fedavg["cost"]["bytes_rounds"]
+    # hidden units whose mean G fell to τ are gone: clients trained a smaller LSTM
+    removal = torch.load(tmp_path / "autoflip" / "mask.pt")["removal"]
+    print("removed LSTM units:", {k: len(v) for k, v in removal.items()})
+    compact = torch.load(tmp_path / "autoflip" / "model_compact.pt")
+    kept = [256 - len(removal.get(f"lstm.l{k}", [])) for k in (0, 1)]
+    assert removal and compact["lstm.weight_hh_l1"].shape == (4 * kept[1], kept[1])
+    assert compact["lstm.weight_ih_l1"].shape == (4 * kept[1], kept[0])
+    assert autoflip["cost"]["flops_per_sample_structured"] < 63_590_400
