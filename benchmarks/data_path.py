@@ -31,6 +31,7 @@ from flip.algorithms import FedAvg
 from flip.data import FederatedDataModule
 from flip.federation import Federation
 from flip.models import TwoCNN, init_weights
+from flip.params import ClientParams, FederationParams
 from flip.train import quiet_lightning
 
 
@@ -73,10 +74,8 @@ def main() -> None:
         dm.setup()
         torch.manual_seed(0)
         fed = Federation(init_weights(TwoCNN(1, 10, 32)), dm, FedAvg(), trainer=trainer,
-                         client_optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr), lr=3e-4,
-                         server_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
-                         rounds=args.rounds + 1, local_epochs=2, participation=0.25,
-                         eval_every=1, seed=0, progress=False)
+                         params=FederationParams(20, 0.25, args.rounds + 1, local_epochs=2),
+                         client=ClientParams(3e-4), seed=0, progress=False)
         t = time.perf_counter()
         assert dm.on_device == (mode == "true")  # places the splits (timed)
         sync(fed.device)

@@ -4,28 +4,38 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from flip.checks import check_config
+from flip.devices import build_devices
 from flip.errors import ConfigError, DataNotFoundError
-from flip.federation import Federation
-from flip.federation.checkpoint import (
-    CHECKPOINT_DIR,
-    Checkpointer,
+from flip.federation import Executor, Federation
+from flip.federation.async_engine import AsyncFederation
+from flip.federation.checkpoint import CHECKPOINT_DIR, Checkpointer
+from flip.federation.recorder import RunRecorder
+from flip.federation.resume import (
     check_partition,
     check_resume_config,
     find_resume,
     partition_state,
 )
-from flip.federation.recorder import RunRecorder
 from flip.federation.seeding import INIT, derive_seed
 from flip.models import init_weights
+from flip.params import (
+    AsyncParams,
+    CheckpointParams,
+    ClientParams,
+    FederationParams,
+    check,
+    from_node,
+)
+from flip.provenance import provenance
 from flip.wandb_mode import WANDB_LOGGER, announce, wandb_logger_kwargs
 
 log = logging.getLogger(__name__)
@@ -127,107 +137,157 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def train(cfg: DictConfig) -> dict:
+def run_params(cfg: DictConfig) -> tuple[FederationParams, ClientParams, CheckpointParams]:
+    """The run's validated settings, before any data is read or any client trained: the
+    federation, the client, the checkpoints, the asynchronous engine (``async.*``) and the
+    devices (``devices.*``, checked for K = ``federation.num_clients``, and again for the K
+    a natural partition gives), plus ``output_dir``, ``resume`` and a GPU trainer on a
+    machine without one (``trainer=gpu``).
+
+    Raises:
+        ConfigError: naming the first invalid field and its accepted values.
+    """
+    check("output_dir", cfg.get("output_dir"), bool,
+          "a directory path (set by Hydra under the CLI)")
+    check("resume", cfg.get("resume"), lambda v: v is None or isinstance(v, bool | str),
+          "null, true or a path (a run directory or a checkpoint file)")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    check("trainer.accelerator", accelerator,
+          accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
+          "cpu or auto on a machine without a CUDA GPU",
+          hint="This machine has no CUDA GPU that torch can use: run with trainer=cpu (or "
+          "trainer=default, which uses a GPU when there is one).")
+    fed_params = from_node(FederationParams, to_dict(cfg.federation), "federation")
+    async_params(cfg)
+    build_devices(to_dict(cfg.get("devices") or {}), fed_params.num_clients)
+    return (
+        fed_params,
+        from_node(ClientParams, to_dict(cfg.client), "client"),
+        from_node(CheckpointParams, to_dict(cfg.checkpoint), "checkpoint"),
+    )
+
+
+def async_params(cfg: DictConfig) -> AsyncParams:
+    """The asynchronous engine's settings (``async.*``, ASYNC.md §2); defaults without the
+    node. Raises ``ConfigError`` naming the field."""
+    node = cfg.get("async")
+    return from_node(AsyncParams, to_dict(node) if node is not None else {}, "async")
+
+
+def to_dict(node) -> dict:
+    """A config node as plain containers, interpolations resolved."""
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def train(cfg: DictConfig, executor: Executor | None = None) -> dict:
     """Run one federated experiment and return its summary (also written to ``summary.json``).
 
-    Order: check the config (``ConfigError`` on bad values), build the data module (data
-    found or a ``DataNotFoundError`` saying where to put it; the partition is validated and
-    written), the network θ_0, the algorithm, then the rounds. Everything before the first
-    training step raises on bad input; after it, each round's row is written as it ends.
-    Output: ``cfg.output_dir`` (the Hydra run directory under the CLI) gets
-    ``config.yaml``, ``partition.json``, ``class_histogram.{csv,png}``, ``rounds.csv``,
-    ``timings.csv``, ``summary.json``, the final global model ``model.pt`` (state dict in the
-    dense layout; a compacted AutoFLIP run also writes ``model_compact.pt``), the
-    algorithm's artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``) and ``checkpoints/``.
+    Build (the settings are validated first: ``ConfigError`` on bad values; then the data
+    module, ``DataNotFoundError`` saying where to put missing files; the network θ_0; the
+    algorithm; the federation), (resume), fit, write. Everything before the first training
+    step raises on bad input; after it, each round's row is written as it ends.
+    Output: ``cfg.output_dir`` (the Hydra run directory under the CLI) gets ``config.yaml``
+    (with K as the data gave it), ``partition.json``, ``class_histogram.{csv,png}``,
+    ``rounds.csv``, ``timings.csv``, ``summary.json``, the final global model ``model.pt``
+    (state dict in the dense layout; a compacted AutoFLIP run also writes
+    ``model_compact.pt``), the algorithm's artifacts (AutoFLIP: ``guidance.pt``, ``mask.pt``)
+    and ``checkpoints/``.
 
-    ``cfg.resume`` (``true`` or a path, :func:`flip.federation.checkpoint.find_resume`)
+    ``cfg.resume`` (``true`` or a path, :func:`flip.federation.resume.find_resume`)
     continues an interrupted run in its own directory from its last checkpoint instead: the
     config and the partition must match the checkpoint's (``CheckpointError`` otherwise), the
     algorithm's set-up is not repeated, ``rounds.csv`` continues without duplicated or lost
     rows and W&B continues the same run.
+
+    ``executor``: where clients train; default ``cfg.engine`` built here. An engine that runs
+    the experiment elsewhere (:meth:`flip.federation.Executor.delegate`: ``engine=flower``
+    starts a Flower runtime whose ServerApp calls this function with its own executor) gets
+    the validated config before any data is read, and its summary is returned.
     """
-    check_config(cfg)
+    fed_params, client_params, ckpt_params = run_params(cfg)
     quiet_lightning()
-    out_dir = Path(cfg.output_dir)
-    resume = find_resume(cfg.get("resume"), out_dir)
+    algorithm = build(cfg.algorithm)
+    executor = executor or build(cfg.engine)
+    summary = executor.delegate(cfg)
+    if summary is not None:
+        return summary
     # the config as composed, before the data may set K (natural partitions): what a resume
     # compares; the partition check below covers the clients themselves
-    composed = OmegaConf.to_container(cfg, resolve=True)
+    composed = to_dict(cfg)
+    resume = find_resume(cfg.get("resume"), Path(cfg.output_dir))
     if resume is not None:
         check_resume_config(composed, resume)
-        out_dir = resume.run_dir
-        with open_dict(cfg):
-            cfg.output_dir = str(out_dir)
-        log.info("resuming %s after round %d (%s)", out_dir, resume.round, resume.path.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("resuming %s after round %d (%s)", resume.run_dir, resume.round, resume.path.name)
+    out_dir = resume.run_dir if resume is not None else Path(cfg.output_dir)
 
-    algorithm = build(cfg.algorithm)
-    fed_cfg = cfg.federation
+    # ----- build
     dm = build_datamodule(cfg)
-    if dm.num_clients != fed_cfg.num_clients:  # natural partitions: K = users (DATA.md)
-        fed_cfg.num_clients = dm.num_clients
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    fed_params = replace(fed_params, num_clients=dm.num_clients)  # natural partitions: K = users
+    devices = build_devices(to_dict(cfg.get("devices") or {}), dm.num_clients)
+    if getattr(algorithm, "asynchronous", False):
+        algorithm.check_data(dm)
+    run_cfg = OmegaConf.merge(
+        cfg, {"output_dir": str(out_dir), "federation": {"num_clients": dm.num_clients}}
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_cfg, resolve=True))
     if resume is not None:
         check_partition(dm.partition_indices, resume)
     else:
         dm.save_partition(out_dir)
-
     net = build_network(cfg, dm)
-
     loggers = build_loggers(cfg, out_dir, resume.wandb_id if resume else None)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(to_dict(run_cfg))
     wandb_id = next((lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger)), None)
-    checkpointer = Checkpointer(
-        out_dir / CHECKPOINT_DIR,
-        every=cfg.checkpoint.every,
-        keep=cfg.checkpoint.keep,
-        extra={
-            "config": composed,
-            "partition": partition_state(dm.partition_indices),
-            "wandb_id": wandb_id,
-        },
-    )
-    fed = Federation(
-        net,
-        dm,
-        algorithm,
+    for lg in loggers:  # W&B: simulated time as the x-axis of the evaluations (ASYNC.md §1)
+        if isinstance(lg, WandbLogger):
+            lg.experiment.define_metric("sim/time_s")
+            for group in ("val/*", "global/*", "local/*", "buffer/*"):
+                lg.experiment.define_metric(group, step_metric="sim/time_s")
+    engine, extra = Federation, {}
+    if getattr(algorithm, "asynchronous", False):  # ASYNC.md §2: the asynchronous engine
+        engine, extra = AsyncFederation, {"asynchronous": async_params(cfg)}
+    fed = engine(
+        net, dm, algorithm,
         trainer=instantiate(cfg.trainer),
-        client_optimizer=instantiate(cfg.client.optimizer),
-        lr=cfg.client.lr,
-        lr_decay=cfg.client.lr_decay,
-        server_optimizer=instantiate(fed_cfg.server_optimizer),
-        rounds=fed_cfg.rounds,
-        local_epochs=fed_cfg.local_epochs,
-        participation=fed_cfg.participation,
-        eval_every=fed_cfg.eval_every,
+        params=fed_params,
+        client=client_params,
         seed=cfg.seed,
+        executor=executor,
         recorder=RunRecorder(
             out_dir, loggers, resume.state["federation"]["history"] if resume else None
         ),
         progress=cfg.progress,
-        min_clients=fed_cfg.min_clients,
-        max_round_retries=fed_cfg.max_round_retries,
-        max_loss=fed_cfg.max_loss,
-        checkpointer=checkpointer,
+        checkpointer=Checkpointer(
+            out_dir / CHECKPOINT_DIR, every=ckpt_params.every, keep=ckpt_params.keep,
+            extra={"config": composed, "partition": partition_state(dm.partition_indices),
+                   "wandb_id": wandb_id},
+        ),
+        devices=devices,
+        **extra,
     )
+
+    # ----- fit
     try:
         summary = fed.fit(resume.state if resume else None)
     except BaseException:
         close_loggers(loggers, "failed")
         raise
+
+    # ----- write
     torch.save(fed.dense_state_dict(), out_dir / "model.pt")  # the dense layout
-    if fed.index is not None:  # the compact network AutoFLIP trained (same names, smaller)
+    if fed.layout is not None:  # the compact network AutoFLIP trained (same names, smaller)
         torch.save(fed.net.state_dict(), out_dir / "model_compact.pt")
     algorithm.save(out_dir)
     summary.update(
+        provenance=provenance(fed.device),
         experiment=cfg.experiment_name,
         seed=cfg.seed,
         model=cfg.model.name,
         data={"dataset": dm.name, "partition": cfg.partition.name, "num_clients": dm.num_clients},
     )
-    RunRecorder.write_summary(fed.recorder, summary)
+    fed.recorder.write_summary(summary)
     for lg in loggers:
         run = getattr(lg, "experiment", None)
         if run is not None and hasattr(run, "summary"):  # W&B: the run's summary panel

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from flip.data import FederatedDataModule
 from flip.federation import Federation
 from flip.models import TwoCNN, init_weights
+from flip.params import ClientParams, FederationParams
 from flip.train import quiet_lightning
 
 
@@ -48,20 +49,16 @@ def tiny_federation(
             "enable_model_summary": False,
         }
     )
+    server = {"_target_": "torch.optim.SGD", "lr": 1.0, "momentum": momentum,
+              "dampening": momentum}
     return Federation(
         net,
         dm,
         algorithm,
         trainer=trainer,
-        client_optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr),
-        lr=1e-3,
-        server_optimizer=lambda p: torch.optim.SGD(
-            p, lr=1.0, momentum=momentum, dampening=momentum
-        ),
-        rounds=rounds,
-        local_epochs=1,
-        participation=participation,
-        eval_every=rounds,
+        params=FederationParams(4, participation, rounds, 1, eval_every=rounds,
+                                server_optimizer=server),
+        client=ClientParams(1e-3, optimizer={"_target_": "torch.optim.Adam"}),
         seed=seed,
         progress=False,
     )

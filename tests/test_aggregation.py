@@ -26,16 +26,22 @@ def test_pseudo_gradient_hand_computed():
 
 
 def test_fedavg_server_step_is_weighted_average():
+    """Clients whose weighted average is not θ, so a server that does nothing fails."""
     net = nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        net.bias.fill_(0.5)
     theta = {k: p.detach().clone() for k, p in net.named_parameters()}
-    clients = [{k: v + 1.0 for k, v in theta.items()}, {k: v - 3.0 for k, v in theta.items()}]
+    clients = [{"weight": torch.tensor([[3.0, 1.0]]), "bias": torch.tensor([2.0])},
+               {"weight": torch.tensor([[-1.0, 5.0]]), "bias": torch.tensor([-2.0])}]
     opt = build_server_optimizer(lambda p: torch.optim.SGD(p, lr=1.0), net.parameters())
     delta = pseudo_gradient(theta, clients, [0.75, 0.25])
     for k, p in net.named_parameters():
         p.grad = delta[k]
     opt.step()
-    for k, p in net.named_parameters():  # θ ← ¾(θ+1) + ¼(θ−3) = θ
-        torch.testing.assert_close(p.detach(), theta[k])
+    # θ ← ¾θ_1 + ¼θ_2: weight [¾·3 − ¼, ¾·1 + ¼·5] = [2, 2]; bias ¾·2 − ¼·2 = 1
+    torch.testing.assert_close(net.weight.detach(), torch.tensor([[2.0, 2.0]]))
+    torch.testing.assert_close(net.bias.detach(), torch.tensor([1.0]))
 
 
 def test_server_momentum_equals_paper_ema():

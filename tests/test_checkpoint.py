@@ -18,20 +18,21 @@ from flip.errors import CheckpointError
 from flip.federation import checkpoint as ckpt
 from flip.federation.checkpoint import (
     Checkpointer,
-    find_resume,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     rng_state,
     set_rng_state,
 )
+from flip.federation.resume import find_resume
 from flip.train import train
 
 
 def fake_fed(r: int, rounds: int = 10):
     """What the checkpointer reads from a Federation: the round and a state dict."""
     return SimpleNamespace(
-        round=r, rounds=rounds, state_dict=lambda: {"w": torch.full((1000,), float(r))}
+        round=r, params=SimpleNamespace(rounds=rounds),
+        state_dict=lambda: {"w": torch.full((1000,), float(r))},
     )
 
 

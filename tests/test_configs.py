@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 GROUPS = {
     g: sorted(p.stem for p in (CONFIGS / g).glob("*.yaml"))
-    for g in ("data", "partition", "model", "algorithm", "trainer", "logger", "debug")
+    for g in ("data", "partition", "model", "algorithm", "trainer", "logger", "debug", "devices")
 }
 
 
@@ -46,7 +46,7 @@ def test_paper_settings_of_cifar100_experiments(tmp_path):
         assert cfg.partition.name == "dirichlet" and cfg.partition.alpha == 1.0
         assert cfg.federation.participation == 0.05  # released command: one client a round
         assert (cfg.data.resize, cfg.data.hflip, cfg.data.color_jitter) == (24, True, 0.5)
-        assert cfg.algorithm.threshold == 0.3
+        assert cfg.algorithm.pruning.threshold == 0.3
         assert (cfg.exploration.epochs, cfg.exploration.patience) == (150, 40)
     assert compose_cfg(["experiment=cifar100_twocnn"], tmp_path).model.net.hidden_size == 128
 
@@ -70,7 +70,7 @@ def test_paper_settings_of_every_cell(name, tmp_path):
     assert (fed.rounds, fed.local_epochs, fed.participation) == (200, 5, c)
     assert fed.server_optimizer.momentum == 0.9 and cfg.data.batch_size == 350
     assert cfg.client.lr == 3e-4 and cfg.client.lr_decay == 0.99
-    assert cfg.algorithm.threshold == 0.3 and cfg.algorithm.structured
+    assert cfg.algorithm.pruning.threshold == 0.3 and cfg.algorithm.pruning.structured
     ex = cfg.algorithm.exploration
     assert (ex["client_fraction"], ex["epochs"], ex["patience"]) == (explorers, epochs, 40)
     if partition == "patho":

@@ -23,6 +23,7 @@ from flip.errors import ConfigError
 from flip.federation import Federation
 from flip.federation.client import ClientModule
 from flip.models import TwoCNN, init_weights
+from flip.params import ClientParams, FederationParams
 from flip.train import quiet_lightning
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -114,9 +115,9 @@ def test_federation_rounds_identical_on_both_paths(tmp_path):
         fed = Federation(
             init_weights(TwoCNN(1, 10, 4)), dm, FedAvg(),
             trainer=trainer,
-            client_optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr), lr=1e-3,
-            server_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
-            rounds=2, local_epochs=2, participation=0.5, seed=0, progress=False,
+            params=FederationParams(4, 0.5, rounds=2, local_epochs=2),
+            client=ClientParams(1e-3, optimizer={"_target_": "torch.optim.Adam"}),
+            seed=0, progress=False,
         )
         assert isinstance(dm.client_test_dataloader(0), DataLoader if mode == "false"
                           else DeviceBatches)

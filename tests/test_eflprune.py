@@ -113,8 +113,8 @@ def test_eflprune_trains_the_submodel_and_keeps_pruned_units(tmp_path):
         assert total == sub_numel and changed > 0.5 * total
         assert all(u == algo.sub_shapes for u in algo.update_shapes[-m:])  # clients trained it
     sub, _, _ = extract_submodel(fed.net, 0.5, torch.zeros(1, 1, 28, 28))
-    assert fed.flops_per_sample == profile_flops(sub, (1, 28, 28)).total
-    assert fed.flops_per_sample < 0.5 * fed.flops.total
+    assert fed.ledger.flops_per_sample == profile_flops(sub, (1, 28, 28)).total
+    assert fed.ledger.flops_per_sample < 0.5 * fed.ledger.flops.total
 
 
 def test_bad_keep_ratio():

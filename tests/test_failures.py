@@ -18,10 +18,11 @@ from fixtures_failures import FaultyClientData
 
 from flip.algorithms import FedAvg
 from flip.errors import TrainingStopped
-from flip.federation import Federation
+from flip.federation import ClientJob, Federation
 from flip.federation.failures import first_nonfinite
 from flip.federation.seeding import client_seed, sample_clients
 from flip.models import TwoCNN
+from flip.params import ClientParams, FederationParams
 from flip.train import train
 
 SEED, LR = 7, 1e-3
@@ -44,10 +45,14 @@ def make_fed(root, participation=1.0, server_optimizer=None, **kw):
         L.Trainer, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
+    fed_kw = {k: kw.pop(k) for k in ("min_clients", "max_round_retries", "max_loss") if k in kw}
     fed = Federation(
-        TwoCNN(1, 10, 4), dm, FedAvg(), trainer=trainer, client_optimizer=torch.optim.Adam,
-        lr=LR, server_optimizer=server_optimizer or partial(torch.optim.SGD, lr=1.0),
-        rounds=3, local_epochs=1, participation=participation, seed=SEED, progress=False, **kw,
+        TwoCNN(1, 10, 4), dm, FedAvg(), trainer=trainer,
+        params=FederationParams(
+            4, participation, rounds=3, local_epochs=1,
+            server_optimizer=server_optimizer or partial(torch.optim.SGD, lr=1.0), **fed_kw),
+        client=ClientParams(LR, optimizer=torch.optim.Adam),
+        seed=SEED, progress=False, **kw,
     )
     fed.setup()
     return fed
@@ -56,9 +61,14 @@ def make_fed(root, participation=1.0, server_optimizer=None, **kw):
 def test_nan_client_is_dropped_counted_and_the_others_averaged(tiny, caplog):
     fed = make_fed(tiny, nan_clients=[1])
     theta0 = copy.deepcopy(fed.net)
-    nan = fed.train_client(1, theta0, 1, LR, client_seed(SEED, 1, 1))
+    def train(k):
+        job = ClientJob(k, client_seed(SEED, 1, k), 1, LR)
+        [update] = fed.executor.train(fed, theta0, None, [job])
+        return update
+
+    nan = train(1)
     assert first_nonfinite(nan.params) is not None  # its training really produced NaN
-    ok = [fed.train_client(k, theta0, 1, LR, client_seed(SEED, 1, k)) for k in (0, 2, 3)]
+    ok = [train(k) for k in (0, 2, 3)]
     total = sum(u.num_samples for u in ok)
     with caplog.at_level(logging.WARNING, logger="flip.federation.failures"):
         row = fed.run_round(1)

@@ -10,9 +10,10 @@ from federation_helpers import tiny_federation
 from torch import nn
 
 from flip.algorithms import PruneFL
+from flip.devices import DeviceProfile
 from flip.errors import ConfigError
 from flip.metrics.costs import profile_flops
-from flip.metrics.time_model import DeviceProfile, parameter_times
+from flip.metrics.time_model import parameter_times
 from flip.models import TwoCNN
 from flip.pruning import (
     decrease_fraction,
@@ -20,6 +21,7 @@ from flip.pruning import (
     magnitude_core,
     prunable_names,
     reconfigure,
+    reconfigure_network,
     swap_pruned,
 )
 
@@ -84,25 +86,27 @@ def test_swap_pruned_restores_stored_values():
 
 
 def test_prunefl_regrowth_restores_the_value_held_when_pruned():
-    """PruneFL.reconfigure_model on a hand-made layer: prune, train, regrow."""
+    """flip.pruning.reconfigure_network on a hand-made layer: prune, train, regrow."""
     net = nn.Linear(4, 1, bias=False)
     with torch.no_grad():
         net.weight.copy_(torch.tensor([[0.9, 0.5, -0.1, 0.05]]))
-    algo = PruneFL(device=DeviceProfile(1.0, 1.0, 1.0, round_overhead_s=4.0))
-    algo.times = {"weight": 1.0}
-    algo.stored = {"weight": torch.zeros(1, 4)}
+    times, stored = {"weight": 1.0}, {"weight": torch.zeros(1, 4)}
+
+    def reconfigure_model(net, masks, z, dtp):
+        return reconfigure_network(net, masks, z, times, stored, dtp, round_overhead_s=4.0)
+
     dense = {"weight": torch.ones(1, 4, dtype=torch.bool)}
     z = {"weight": torch.tensor([[1.0, 1.0, 0.0, 0.0]])}
-    m1 = algo.reconfigure_model(net, dense, z, dtp=0.5)
+    m1 = reconfigure_model(net, dense, z, dtp=0.5)
     assert m1["weight"].tolist() == [[True, True, False, False]]
     assert torch.equal(net.weight.detach(), torch.tensor([[0.9, 0.5, 0.0, 0.0]]))
     with torch.no_grad():
         net.weight[0, 0] = 0.7  # a round of training
     # core: the largest active (0.7); Σz = 0, Σc = 4 + 1; candidate z = 9 → 9/1 > 0: regrown
-    m2 = algo.reconfigure_model(net, m1, {"weight": torch.tensor([[0.0, 0.0, 9.0, 0.0]])}, 0.5)
+    m2 = reconfigure_model(net, m1, {"weight": torch.tensor([[0.0, 0.0, 9.0, 0.0]])}, 0.5)
     assert m2["weight"].tolist() == [[True, False, True, False]]
     assert torch.equal(net.weight.detach(), torch.tensor([[0.7, 0.0, -0.1, 0.0]]))  # exact
-    m3 = algo.reconfigure_model(net, m2, {"weight": torch.tensor([[0.0, 5.0, 0.0, 0.0]])}, 0.5)
+    m3 = reconfigure_model(net, m2, {"weight": torch.tensor([[0.0, 5.0, 0.0, 0.0]])}, 0.5)
     assert m3["weight"][0, 1] and net.weight[0, 1] == torch.tensor(0.5)
 
 
@@ -117,7 +121,7 @@ def test_parameter_times_hand_computed_on_twocnn():
     fc2 (512·10 weights) 1 per weight. c = 4/2.5e6 + 4/1.25e6 + E·3·(FLOPs/weight)·n/rate."""
     net = TwoCNN(1, 10, 32)
     params = dict(net.named_parameters())
-    device = DeviceProfile(2.5e6, 1.25e6, 1e9, 1.0)
+    device = DeviceProfile(2.5, 1.25, 1e9)  # MB/s, MB/s, FLOP/s
     times = parameter_times(
         profile_flops(net, (1, 28, 28)), params, prunable_names(net), 100, 2, device
     )
@@ -134,8 +138,8 @@ def test_bad_config_is_refused():
         PruneFL(max_decrease=1.0)
     with pytest.raises(ConfigError, match="prunefl.initial.passes"):
         PruneFL(initial={"passes": 0})
-    with pytest.raises(ConfigError, match="device.upload_bandwidth"):
-        DeviceProfile(1.0, 0.0, 1.0, 1.0)
+    with pytest.raises(ConfigError, match="devices.upload_MBps"):
+        DeviceProfile(1.0, 0.0, 1.0)
 
 
 def test_prunefl_run_costs_follow_the_changing_mask(tmp_path):
@@ -146,7 +150,7 @@ def test_prunefl_run_costs_follow_the_changing_mask(tmp_path):
     fed = tiny_federation(tmp_path, algo, rounds=3)
     fed.setup()
     assert algo.history[0]["round"] == 0 and algo.history[0]["passes"] <= 6
-    assert fed.exploration["clients"] == 1 and fed.exploration["flops"] > 0
+    assert fed.ledger.setup["clients"] == 1 and fed.ledger.setup["flops"] > 0
     params = dict(fed.net.named_parameters())
     numel = sum(p.numel() for p in params.values())
     densities = []

@@ -33,8 +33,8 @@ def test_density_is_exact_and_reused_from_a_reference_run(tmp_path):
     fed = tiny_federation(tmp_path / "a", algo, rounds=1)
     fed.setup()
     total = sum(p.numel() for p in fed.net.parameters())
-    assert fed.counts["nonzero_params"] == round(0.37 * total)
-    assert abs(fed.counts["density"] - 0.37) <= 0.5 / total
+    assert fed.ledger.counts["nonzero_params"] == round(0.37 * total)
+    assert abs(fed.ledger.counts["density"] - 0.37) <= 0.5 / total
     biases = [n for n, _ in fed.net.named_parameters() if n.endswith("bias")]
     assert not set(biases) & set(fed.masks)  # biases are kept whole
     row = fed.run_round(1)
@@ -46,13 +46,13 @@ def test_density_is_exact_and_reused_from_a_reference_run(tmp_path):
     run = tmp_path / "reference_run"  # a reference run dir as flip writes it
     run.mkdir()
     (run / "summary.json").write_text(
-        json.dumps({"algorithm": "autoflip", "cost": dict(fed.counts)})
+        json.dumps({"algorithm": "autoflip", "cost": dict(fed.ledger.counts)})
     )
     again = RandomPruning(reference_run=str(run))
-    assert again.density == fed.counts["density"]
+    assert again.density == fed.ledger.counts["density"]
     fed2 = tiny_federation(tmp_path / "b", again, rounds=1, seed=1)
     fed2.setup()
-    assert fed2.counts["nonzero_params"] == fed.counts["nonzero_params"]
+    assert fed2.ledger.counts["nonzero_params"] == fed.ledger.counts["nonzero_params"]
     assert not all(torch.equal(fed.masks[n], fed2.masks[n]) for n in fed.masks)
 
 

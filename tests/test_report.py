@@ -1,4 +1,4 @@
-"""`flip.report`: table values, written files and errors on two tiny hand-written runs."""
+"""`flip.analysis.report`: table values, written files and errors on two tiny hand-written runs."""
 
 import csv
 import json
@@ -7,14 +7,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_runs import FEDAVG
+from fixtures_runs import write_run as write_new_run
 
-from flip.report import expand_run_dirs, fmt, report
+from flip.analysis.report import report
+from flip.analysis.runs import expand_run_dirs
+from flip.analysis.tables import fmt
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def write_run(run_dir: Path, algorithm: str, acc1: list[float | None], gb0: float, best1: float):
-    """A run dir as the federated core writes it: summary.json + rounds.csv."""
+    """A run dir as the federated core wrote it before issue 11: summary.json + rounds.csv,
+    no validation split, ``best`` = the test maximum (no ``picked_on``)."""
     run_dir.mkdir(parents=True)
     rounds = len(acc1)
     gb_per_round = 0.002
@@ -67,7 +72,8 @@ def test_report_rows_and_files(runs, tmp_path):
     out = tmp_path / "out"
     rows = report([sweep / "0", sweep / "1"], out)
     assert [r["algorithm"] for r in rows] == ["autoflip", "fedavg"]
-    assert rows[0]["best_acc1"] == 0.7312 and rows[0]["final_acc1"] == 0.71
+    assert rows[0]["optimistic_acc1"] == 0.7312 and rows[0]["final_acc1"] == 0.71
+    assert rows[0]["best_acc1"] is None and not rows[0]["val_split"]  # an older run: no val
     assert rows[1]["gb_total"] == b["cost"]["gb_total"]
     assert rows[0]["train_flops_total"] == 4.2e12
     assert json.loads((out / "comparison.json").read_text()) == rows
@@ -76,8 +82,8 @@ def test_report_rows_and_files(runs, tmp_path):
     assert len(md) == 2 + 2  # header, rule, one line per run
     autoflip = md[2].split("|")[1:-1]
     assert [c.strip() for c in autoflip] == [
-        "autoflip", "71.00%", "73.12%", "98.00%", "99.00%", "6.90 M", "4.20 T",
-        fmt(a["cost"]["gb_total"], "gb"), "1.43×",
+        "autoflip", "no val split", "no val split", "no val split", "71.00%", "98.00%",
+        "73.12%", "70.00%", "6.90 M", "4.20 T", fmt(a["cost"]["gb_total"], "gb"), "1.43×",
     ]  # fmt: skip
 
     png = (out / "accuracy.png").read_bytes()
@@ -94,14 +100,15 @@ def test_default_out_is_common_parent_and_multirun_expands(runs):
 def test_cli(runs, tmp_path):
     sweep, a, b = runs
     out = tmp_path / "cli_out"
-    cmd = [sys.executable, "-m", "flip.report", str(sweep / "0"), str(sweep / "1"), "--out", out]
+    cmd = [sys.executable, "-m", "flip.analysis.report", str(sweep / "0"), str(sweep / "1")]
+    cmd += ["--out", out]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "73.12%" in proc.stdout and "65.50%" in proc.stdout
     assert f"{b['cost']['gb_total']:.3f}" in proc.stdout
     assert fmt(a["cost"]["gb_total"], "gb") in proc.stdout
     rows = json.loads((out / "comparison.json").read_text())
-    assert rows[1]["best_acc1"] == b["best"]["global/acc1"]
+    assert rows[1]["optimistic_acc1"] == b["best"]["global/acc1"]
     assert (out / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -115,7 +122,10 @@ def test_missing_summary_names_the_dir(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"2: no summary\.json"):
         expand_run_dirs([sweep])
     proc = subprocess.run(
-        [sys.executable, "-m", "flip.report", str(bad)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flip.analysis.report", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0 and "not_a_run" in proc.stderr
 
@@ -127,6 +137,24 @@ def test_duplicate_algorithms_get_distinct_labels(tmp_path):
     assert [r["label"] for r in rows] == ["fedavg (s42)", "fedavg (s43)"]
 
 
+def test_best_is_picked_on_validation(tmp_path):
+    """A run with a validation split (issue 11): its best test top-1 is 72% in round 3, its
+    best val top-1 is in round 5 (test 66%); the report says 66.00% at round 5 and 72.00%
+    only as optimistic. Before, the report's "Best top-1" read the summary's best without a
+    picked round and there was no optimistic column."""
+    run = tmp_path / "fedavg_2"
+    write_new_run(run, "fedavg", 2, *FEDAVG[2])
+    (row,) = report([run], tmp_path / "out")
+    assert (row["best_round"], row["best_acc1"], row["optimistic_acc1"]) == (5, 0.66, 0.72)
+    md = (tmp_path / "out" / "comparison.md").read_text().splitlines()
+    header = [c.strip() for c in md[0].split("|")[1:-1]]
+    cells = dict(zip(header, (c.strip() for c in md[2].split("|")[1:-1]), strict=True))
+    assert cells["Test top-1 @ best val"] == "66.00%" and cells["Best-val round"] == "5"
+    assert cells["Best val top-1"] == "71.00%"
+    assert cells["Top-1 optimistic (test-picked)"] == "72.00%"
+    assert cells["Density (params sent)"] == "100.00%"
+
+
 def test_fmt():
     assert fmt(9_527_488, "si") == "9.53 M"
     assert fmt(4.2e12, "si") == "4.20 T"
@@ -134,3 +162,5 @@ def test_fmt():
     assert fmt(0.000579, "gb") == "0.001"
     assert fmt(0.7312, "pct") == "73.12%"
     assert fmt(None, "pct") == "–"
+    assert fmt(90, "time") == "90 s" and fmt(150, "time") == "2.5 min"
+    assert fmt(3 * 3600, "time") == "3 h" and fmt(4.5, "count") == "4.5"

@@ -98,10 +98,10 @@ def test_tp_zero_autoflip_rounds_equal_fedavg(tmp_path):
         f"data.root={tmp_path}",
         "federation.rounds=3",
         "federation.participation=0.75",
-        "pruning.threshold=0.0",
     ]
     fedavg = train(compose_cfg([*common, "algorithm=fedavg"], tmp_path / "fedavg"))
-    autoflip = train(compose_cfg([*common, "algorithm=autoflip"], tmp_path / "autoflip"))
+    autoflip = train(compose_cfg([*common, "algorithm=autoflip", "pruning.threshold=0.0"],
+                                 tmp_path / "autoflip"))
     assert autoflip["cost"]["train_flops_exploration"] > 0 and autoflip["cost"]["density"] == 1.0
     a, b = read_rows(tmp_path / "fedavg"), read_rows(tmp_path / "autoflip")
     assert len(a) == len(b) == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from flip.algorithms.base import Algorithm
-from flip.errors import ConfigError
+from flip.params import check, is_number
 from flip.pruning import extract_submodel, kept_positions, scatter_submodel
 from flip.pruning.compaction import float_tensors
 
@@ -35,9 +35,9 @@ class EFLPrune(Algorithm):
 
     def __init__(self, name: str = "eflprune", keep_ratio: float = 0.7):
         super().__init__(name)
-        if not 0.0 < keep_ratio <= 1.0:
-            raise ConfigError("eflprune.keep_ratio", keep_ratio, "a fraction in (0, 1]")
-        self.keep_ratio = keep_ratio
+        self.keep_ratio = check("eflprune.keep_ratio", keep_ratio,
+                                is_number(keep_ratio) and 0.0 < keep_ratio <= 1.0,
+                                "a fraction in (0, 1]")
         self.history: list[dict] = []
 
     def client_model(self, fed, round_idx: int):

@@ -2,45 +2,90 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from flip.algorithms.base import Algorithm
+from flip.algorithms.prunefl_initial import KIND as INITIAL_PRUNING
 from flip.errors import ConfigError
-from flip.federation.callbacks import GradientSum
-from flip.federation.client import ClientModule
+from flip.federation.callbacks import CallbackSpec
+from flip.federation.executor import ClientJob
 from flip.federation.seeding import derive_seed
-from flip.metrics.costs import BYTES_PER_VALUE, effective_flops, training_flops, transfer_bytes
-from flip.metrics.time_model import DeviceProfile, parameter_times
-from flip.pruning import (
-    decrease_fraction,
-    mask_density,
-    prunable_names,
-    reconfigure,
-    swap_pruned,
-)
+from flip.metrics.costs import BYTES_PER_VALUE, transfer_bytes
+from flip.metrics.time_model import parameter_times
+from flip.params import POS_INT, check, check_bool, check_choice, from_node, is_int, is_number
+from flip.pruning import decrease_fraction, mask_density, prunable_names, reconfigure_network
 
 log = logging.getLogger(__name__)
 
 INITIAL_PRUNING_STREAM = 4001
 """Key of the random stream (with the run seed) ordering the initial-pruning client's data."""
 
-INITIAL_DEFAULTS = {
-    "enabled": True,
-    "client": 0,
-    "batches": 10,
-    "passes": 1000,
-    "interval": 50,
-    "patience": 5,
-    "tolerance": 0.1,
-    "accuracy_factor": 1.5,
-}
+
+UPLOAD_POLICIES = ("reconfiguration", "every_round")
+
+
+@dataclass(frozen=True)
+class InitialPruningParams:
+    """PruneFL's initial pruning (``prunefl.initial.*``, ALGORITHMS.md §3.1 step 1): on client
+    ``client``'s first ``batches`` batches, at most ``passes`` passes, a reconfiguration every
+    ``interval`` passes once the accuracy reaches ``accuracy_factor``/num_classes, stopping
+    after ``patience`` reconfigurations in a row changing the density by at most
+    ``tolerance``. Raises ``ConfigError`` naming the field."""
+
+    enabled: bool = True
+    client: int = 0
+    batches: int = 10
+    passes: int = 1000
+    interval: int = 50
+    patience: int = 5
+    tolerance: float = 0.1
+    accuracy_factor: float = 1.5
+
+    def __post_init__(self):
+        check_bool("prunefl.initial.enabled", self.enabled)
+        for key in ("batches", "passes", "interval", "patience"):
+            value = getattr(self, key)
+            check(f"prunefl.initial.{key}", value, is_int(value) and value >= 1, POS_INT)
+        check("prunefl.initial.client", self.client, is_int(self.client) and self.client >= 0,
+              "a client index >= 0")
+        for key in ("tolerance", "accuracy_factor"):
+            value = getattr(self, key)
+            check(f"prunefl.initial.{key}", value, is_number(value) and value >= 0,
+                  "a number >= 0")
+
+
+@dataclass(frozen=True)
+class PruneFLParams:
+    """PruneFL's knobs (``prunefl.*``, ALGORITHMS.md §3.1): ``interval`` ΔR (rounds between
+    reconfigurations), ``max_decrease`` (dtp at round 0), ``half_life`` (rounds; dtp =
+    max_decrease·0.5^(r/half_life)), ``scope`` (prunable tensors), ``initial``
+    (:class:`InitialPruningParams`), ``importance_upload`` (``reconfiguration``: PruneFL's
+    own, a client sends its accumulated importance only in a reconfiguration round;
+    ``every_round``: every sampled client sends it every round). Raises ``ConfigError``
+    naming the field."""
+
+    interval: int = 50
+    max_decrease: float = 0.3
+    half_life: float = 10000
+    scope: str = "weights"
+    initial: InitialPruningParams = InitialPruningParams()
+    importance_upload: str = "reconfiguration"
+
+    def __post_init__(self):
+        check("prunefl.interval", self.interval, is_int(self.interval) and self.interval >= 1,
+              "an integer >= 1 (rounds)")
+        check("prunefl.max_decrease", self.max_decrease,
+              is_number(self.max_decrease) and 0.0 <= self.max_decrease < 1.0,
+              "a fraction in [0, 1)")
+        check("prunefl.half_life", self.half_life,
+              is_number(self.half_life) and self.half_life > 0, "a number of rounds > 0")
+        check_choice("prunefl.scope", self.scope, ("weights", "all"))
+        check_choice("prunefl.importance_upload", self.importance_upload, UPLOAD_POLICIES)
 
 
 class PruneFL(Algorithm):
@@ -58,16 +103,22 @@ class PruneFL(Algorithm):
        down, masked model and bitmask up) are the run's set-up cost (``*_exploration``).
     2. Rounds as §1; clients train the masked model, and a :class:`GradientSum` callback reads
        each client's raw gradients, pruned positions included, before the mask zeroes them;
-       the server adds z += n_k·(Σ_steps g)². Clients hold no state between rounds (§4), so
-       each sampled client uploads that importance every round: 4 B per parameter entry,
-       counted in ``cost/bytes_up_round``.
+       each client adds z_k += n_k·(Σ_steps g)². Upload (``importance_upload``, §3.1 step 2):
+       ``reconfiguration`` (default, PruneFL's own): a client holds z_k and sends it only when
+       it is sampled in a reconfiguration round (a client never sampled in one sends none;
+       the server keeps the pending z_k on its CPU, standing in for the clients' memory);
+       ``every_round``: every sampled client sends z_k each round (clients keep no state).
+       Each upload is 4 B per parameter entry, counted in ``cost/bytes_up_round`` and
+       ``cost/bytes_extra_up_round``; the summary's ``algorithm_info`` names the policy and
+       the importance bytes.
     3. After every ``interval``-th round: dtp = ``max_decrease``·0.5^(r/``half_life``);
        :func:`flip.pruning.reconfigure` keeps each layer's (1−dtp) largest-|w| active weights
        and greedily adds candidates by importance per unit time, with per-parameter times
-       from :func:`flip.metrics.time_model.parameter_times` on ``device`` (T0 =
-       ``device.round_overhead_s``; the tensors that are not prunable are always kept and
-       count as c_comm each). Regrown weights get back the value they held when pruned
-       (:func:`flip.pruning.swap_pruned`); z is reset.
+       from :func:`flip.metrics.time_model.parameter_times` on the run's devices
+       (``fed.devices``, the ``devices`` config group shared with the simulated clock,
+       ASYNC.md §1; T0 = ``devices.round_overhead_s``; the tensors that are not prunable are
+       always kept and count as c_comm each). Regrown weights get back the value they held
+       when pruned (:func:`flip.pruning.swap_pruned`); z is reset.
 
     ``scope``: which tensors may be pruned (:func:`flip.pruning.prunable_names`; default
     Conv/Linear/LSTM/Embedding weights, as PruneFL's prunable layers). Raises ``ConfigError``
@@ -82,40 +133,15 @@ class PruneFL(Algorithm):
         half_life: float = 10000,
         scope: str = "weights",
         initial: dict | None = None,
-        device: DeviceProfile | dict | None = None,
+        importance_upload: str = "reconfiguration",
     ):
         super().__init__(name)
-        if not (isinstance(interval, int) and interval >= 1):
-            raise ConfigError("prunefl.interval", interval, "an integer >= 1 (rounds)")
-        if not 0.0 <= max_decrease < 1.0:
-            raise ConfigError("prunefl.max_decrease", max_decrease, "a fraction in [0, 1)")
-        if not half_life > 0:
-            raise ConfigError("prunefl.half_life", half_life, "a number of rounds > 0")
-        if scope not in ("weights", "all"):
-            raise ConfigError("prunefl.scope", scope, "weights, all")
-        unknown = set(initial or {}) - set(INITIAL_DEFAULTS)
-        if unknown:
-            raise ConfigError("prunefl.initial", sorted(unknown), ", ".join(INITIAL_DEFAULTS))
-        init = {**INITIAL_DEFAULTS, **(initial or {})}
-        for key in ("batches", "passes", "interval", "patience"):
-            if not (isinstance(init[key], int) and init[key] >= 1):
-                raise ConfigError(f"prunefl.initial.{key}", init[key], "an integer >= 1")
-        if not (isinstance(init["client"], int) and init["client"] >= 0):
-            raise ConfigError("prunefl.initial.client", init["client"], "a client index >= 0")
-        if not init["tolerance"] >= 0:
-            raise ConfigError("prunefl.initial.tolerance", init["tolerance"], "a number >= 0")
-        if not init["accuracy_factor"] >= 0:
-            raise ConfigError(
-                "prunefl.initial.accuracy_factor", init["accuracy_factor"], "a number >= 0"
-            )
-        if isinstance(device, dict):
-            device = DeviceProfile(**{k: v for k, v in device.items() if k != "_target_"})
-        self.device = device or DeviceProfile(2.5e6, 1.25e6, 1e10, 1.0)
-        self.interval = interval
-        self.max_decrease = max_decrease
-        self.half_life = half_life
-        self.scope = scope
-        self.initial = init
+        if not isinstance(initial, InitialPruningParams):
+            initial = from_node(InitialPruningParams, initial, "prunefl.initial")
+        self.params = PruneFLParams(interval, max_decrease, half_life, scope, initial,
+                                    importance_upload)
+        self.pending: dict[int, dict[str, torch.Tensor]] = {}  # z_k held by clients (CPU)
+        self.bytes_importance = 0
         self.history: list[dict] = []
         self.masks: dict[str, torch.Tensor] = {}
 
@@ -123,19 +149,20 @@ class PruneFL(Algorithm):
     def setup(self, fed) -> None:
         """Per-parameter times, initial pruning (§3.1 step 1), the first mask."""
         params = dict(fed.net.named_parameters())
-        self.names = prunable_names(fed.net, self.scope)
+        self.round_overhead_s = fed.devices.round_overhead_s
+        self.names = prunable_names(fed.net, self.params.scope)
         n_mean = sum(fed.dm.client_num_train(k) for k in range(fed.dm.num_clients))
         n_mean /= fed.dm.num_clients
         self.times = parameter_times(
-            fed.flops, params, self.names, n_mean, fed.local_epochs, self.device
+            fed.ledger.flops, params, self.names, n_mean, fed.params.local_epochs, fed.devices
         )
         self.stored = {n: torch.zeros_like(params[n]) for n in self.names}
         masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
-        if self.initial["enabled"]:
-            if self.initial["client"] >= fed.dm.num_clients:
+        if self.params.initial.enabled:
+            if self.params.initial.client >= fed.dm.num_clients:
                 raise ConfigError(
                     "prunefl.initial.client",
-                    self.initial["client"],
+                    self.params.initial.client,
                     f"a client index in 0..{fed.dm.num_clients - 1}",
                 )
             masks = self._initial_pruning(fed, masks)
@@ -143,90 +170,86 @@ class PruneFL(Algorithm):
         self.masks = fed.masks
         self.importance = {n: torch.zeros_like(p) for n, p in params.items()}
 
-    def reconfigure_model(self, net, masks: dict, importance: dict, dtp: float) -> dict:
-        """One reconfiguration (§3.1 step 3) of ``net`` under ``masks`` (bool per prunable
-        tensor) with importance z (per parameter name): returns the new masks and applies
-        them to ``net`` in place, regrown entries taking back their value from ``self.stored``
-        and newly pruned ones saving theirs there. Uses ``self.times`` (seconds per parameter,
-        set in :meth:`setup`) and T0 = ``device.round_overhead_s``."""
-        params = dict(net.named_parameters())
-        fixed = [n for n in params if n not in masks]
-        base_importance = sum(float(importance[n].sum()) for n in fixed if n in importance)
-        base_time = self.device.round_overhead_s + sum(
-            self.times[n] * params[n].numel() for n in fixed
-        )
-        zeros = {n: torch.zeros_like(params[n]) for n in masks if n not in importance}
-        new = reconfigure(
-            {n: params[n] for n in masks},
-            masks,
-            {**importance, **zeros},
-            self.times,
-            dtp,
-            base_importance,
-            base_time,
-        )
-        for n, m in new.items():
-            swap_pruned(params[n].data, self.stored[n], masks[n], m)
-        return new
-
     def _initial_pruning(self, fed, masks: dict) -> dict:
-        """§3.1 step 1 on a copy of θ_0; copies the result into ``fed.net``; returns M."""
-        init = self.initial
-        k = init["client"]
+        """§3.1 step 1: one job on client ``initial.client``'s first ``initial.batches`` batches
+        through the executor with the :class:`~flip.algorithms.prunefl_initial.InitialPruning`
+        callback; its weights become θ, its mask M; returns M."""
+        init = self.params.initial
+        flops = fed.ledger.flops
+        spec = CallbackSpec(INITIAL_PRUNING, {
+            "times": self.times,
+            "round_overhead_s": self.round_overhead_s,
+            "max_decrease": self.params.max_decrease,
+            "interval": init.interval,
+            "patience": init.patience,
+            "tolerance": init.tolerance,
+            "accuracy_threshold": init.accuracy_factor / fed.dm.num_classes,
+            "flops": {"total": flops.total, "by_layer": flops.by_layer, "other": flops.other},
+        })
         seed = derive_seed(fed.seed, INITIAL_PRUNING_STREAM)
-        batches = list(islice(fed.dm.client_train_dataloader(k, seed), init["batches"]))
-        x = torch.cat([b[0] for b in batches])
-        y = torch.cat([b[1] for b in batches])
-        loader = DataLoader(TensorDataset(x, y), batch_size=len(batches[0][1]), shuffle=False)
-        local = copy.deepcopy(fed.net).train()
-        module = ClientModule(local, fed.dm.num_classes, fed.client_optimizer, fed.lr, masks)
-        watcher = _InitialPruning(self, fed, x, y)
-        torch.manual_seed(seed)
-        trainer = fed.trainer_factory(max_epochs=init["passes"], callbacks=[watcher])
-        trainer.fit(module, train_dataloaders=loader)
-        masks = module.masks
+        job = ClientJob(init.client, seed, init.passes, fed.lr, (spec,), batches=init.batches)
+        [update] = fed.executor.train(fed, fed.net, masks, [job])
+        if isinstance(update, BaseException):
+            raise update
+        done = update.extras
+        masks, self.stored = done["masks"], done["stored"]
         with torch.no_grad():
             for name, p in fed.net.named_parameters():
-                p.copy_(local.get_parameter(name))
+                p.copy_(update.params[name])
         params = {n: p.detach() for n, p in fed.net.named_parameters()}
         masked_up, _ = transfer_bytes(params, masks)  # 4·nnz + bitmask
         dense_down = BYTES_PER_VALUE * sum(p.numel() for p in params.values())
-        fed.add_setup_cost(watcher.flops, dense_down + masked_up, watcher.samples)
+        fed.ledger.add_setup(done["flops"], dense_down + masked_up, done["samples"])
         log.info(
             "PruneFL initial pruning: %d passes, %d reconfigurations, density %.4f",
-            watcher.passes,
-            len(watcher.densities),
-            mask_density(masks),
+            done["passes"], done["reconfigurations"], mask_density(masks),
         )
         self.history.append(
             {
                 "round": 0,
-                "passes": watcher.passes,
-                "reconfigurations": len(watcher.densities),
+                "passes": done["passes"],
+                "reconfigurations": done["reconfigurations"],
                 "density_prunable": mask_density(masks),
             }
         )
         return masks
 
     # ----- rounds ------------------------------------------------------------------------
-    def client_callbacks(self, fed, round_idx: int, client: int) -> list:
-        return [GradientSum()]
+    def client_callbacks(self, fed, round_idx: int, client: int) -> list[CallbackSpec]:
+        return [CallbackSpec("gradient_sum")]
 
     def on_client_update(self, fed, round_idx: int, update):
-        """z += n_k·(Σ g)² for every tensor; the importance upload is counted."""
+        """z_k += n_k·(Σ g)² for every tensor, then the upload policy: into the server's z now
+        (``every_round``) or held by the client until a reconfiguration round in which it is
+        sampled (``reconfiguration``); each upload's bytes are counted."""
+        grads = update.extras.pop("grad_sum", {})
+        every_round = self.params.importance_upload == "every_round"
+        if every_round:
+            held = self.importance
+        else:
+            held = self.pending.setdefault(update.client, {
+                n: torch.zeros_like(z, device="cpu") for n, z in self.importance.items()})
         with torch.no_grad():
-            for name, g in update.extras.pop("grad_sum", {}).items():
-                z = self.importance[name]
+            for name, g in grads.items():
+                z = held[name]
                 z.add_(g.to(z) ** 2, alpha=update.num_samples)
-        update.extra_bytes_up += BYTES_PER_VALUE * sum(t.numel() for t in self.importance.values())
+        if every_round or round_idx % self.params.interval == 0:
+            if not every_round:
+                with torch.no_grad():
+                    for name, z in self.pending.pop(update.client).items():
+                        self.importance[name].add_(z.to(self.importance[name]))
+            nbytes = BYTES_PER_VALUE * sum(t.numel() for t in self.importance.values())
+            update.extra_bytes_up += nbytes
+            self.bytes_importance += nbytes
         return update
 
     def on_round_end(self, fed, round_idx: int) -> None:
         """Every ``interval`` rounds: reconfigure (§3.1 step 3) and reset z."""
-        if round_idx % self.interval:
+        if round_idx % self.params.interval:
             return
-        dtp = decrease_fraction(round_idx, self.max_decrease, self.half_life)
-        masks = self.reconfigure_model(fed.net, fed.masks, self.importance, dtp)
+        dtp = decrease_fraction(round_idx, self.params.max_decrease, self.params.half_life)
+        masks = reconfigure_network(fed.net, fed.masks, self.importance, self.times,
+                                    self.stored, dtp, self.round_overhead_s)
         fed.set_masks(masks)
         self.masks = fed.masks
         for z in self.importance.values():
@@ -246,13 +269,23 @@ class PruneFL(Algorithm):
         paths[1].write_text(json.dumps(self.history, indent=2) + "\n")
         return paths
 
+    def info(self, fed) -> dict:
+        """The upload policy and the bytes its importance uploads took (summary's
+        ``algorithm_info``)."""
+        return {"importance_upload": self.params.importance_upload,
+                "bytes_importance": self.bytes_importance}
+
     def state_dict(self) -> dict:
         """What carries over between rounds (§3.1): the prunable tensors' names and per-parameter
-        times, the current mask, the accumulated importance z, the values stored for regrowth
-        and the reconfiguration history."""
+        times, the current mask, the accumulated importance z (the server's and, under the
+        ``reconfiguration`` policy, what clients hold), the values stored for regrowth, the
+        importance bytes so far and the reconfiguration history."""
         return {
+            "pending": self.pending,
+            "bytes_importance": self.bytes_importance,
             "names": list(self.names),
             "times": dict(self.times),
+            "round_overhead_s": self.round_overhead_s,
             "masks": self.masks,
             "importance": self.importance,
             "stored": self.stored,
@@ -262,58 +295,10 @@ class PruneFL(Algorithm):
     def load_state_dict(self, state: dict) -> None:
         self.names = list(state["names"])
         self.times = dict(state["times"])
+        self.round_overhead_s = float(state.get("round_overhead_s", 1.0))  # older checkpoints
         self.masks = dict(state["masks"])
         self.importance = dict(state["importance"])
         self.stored = dict(state["stored"])
         self.history = list(state["history"])
-
-
-class _InitialPruning(GradientSum):
-    """Callback of the initial pruning: z += g² per step (as :class:`GradientSum`), and at the
-    end of each pass the accuracy check, the reconfiguration and the stopping rule (§3.1)."""
-
-    def __init__(self, algo: PruneFL, fed, x, y):
-        super().__init__(squared=True)
-        self.algo, self.fed, self.x, self.y = algo, fed, x, y
-        self.threshold = algo.initial["accuracy_factor"] / fed.dm.num_classes
-        self.passes = 0
-        self.samples = 0
-        self.flops = 0.0
-        self.started: int | None = None
-        self.densities: list[float] = []
-        self.stable: list[bool] = []
-
-    def _forward_flops(self, module) -> float:
-        return effective_flops(self.fed.flops, module.masks, module.net)
-
-    @torch.no_grad()
-    def _accuracy(self, module) -> float:
-        net = module.net
-        net.eval()
-        x, y = self.x.to(module.device), self.y.to(module.device)
-        pairs = zip(x.split(256), y.split(256), strict=True)
-        correct = sum(int((net(xb).argmax(1) == yb).sum()) for xb, yb in pairs)
-        net.train()
-        self.flops += self._forward_flops(module) * len(y)
-        return correct / len(y)
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        init = self.algo.initial
-        self.passes += 1
-        self.samples += len(self.y)
-        self.flops += training_flops(self._forward_flops(module), len(self.y))
-        if self.started is None and self._accuracy(module) >= self.threshold:
-            self.started = self.passes
-        if self.started is None or (self.passes - self.started) % init["interval"]:
-            return
-        dtp = self.algo.max_decrease
-        masks = self.algo.reconfigure_model(module.net, module.masks, self.sums, dtp)
-        module.masks = masks
-        self.reset()
-        density = mask_density(masks)
-        if self.densities:
-            self.stable.append(abs(density / self.densities[-1] - 1) <= init["tolerance"])
-        self.densities.append(density)
-        patience = init["patience"]
-        if len(self.stable) >= patience and all(self.stable[-patience:]):
-            trainer.should_stop = True
+        self.pending = dict(state["pending"])
+        self.bytes_importance = int(state["bytes_importance"])

@@ -11,6 +11,7 @@ import torch
 from flip.algorithms.base import Algorithm
 from flip.errors import ConfigError
 from flip.federation.seeding import derive_seed
+from flip.params import check, check_choice, is_number
 from flip.pruning import prunable_names, random_mask
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,7 @@ class RandomPruning(Algorithm):
                 density,
                 "a density in (0, 1] or random_pruning.reference_run (exactly one of them)",
             )
-        if scope not in ("weights", "all"):
-            raise ConfigError("random_pruning.scope", scope, "weights, all")
+        check_choice("random_pruning.scope", scope, ("weights", "all"))
         self.reference_params = None
         if reference_run is not None:
             summary, file = reference_summary(reference_run)
@@ -86,8 +86,8 @@ class RandomPruning(Algorithm):
             self.reference_params = summary.get("cost", {}).get("params")
             log.info("random pruning: density %s from %s", density, file)
             reference_run = str(file)
-        if not (isinstance(density, int | float) and 0.0 < density <= 1.0):
-            raise ConfigError("random_pruning.density", density, "a density in (0, 1]")
+        check("random_pruning.density", density, is_number(density) and 0.0 < density <= 1.0,
+              "a density in (0, 1]")
         self.density = float(density)
         self.reference_run = reference_run
         self.scope = scope

@@ -1,12 +1,8 @@
 """Data layer: image data sets, LEAF data sets, client partitions (DATA.md) and the federated
 data modules."""
 
-from flip.data.datamodule import (
-    FederatedDataModule,
-    plot_class_histogram,
-    stratified_subset,
-    write_class_histogram,
-)
+from flip.data.client_data import ClientDataModule, plot_class_histogram, write_class_histogram
+from flip.data.datamodule import FederatedDataModule, stratified_subset
 from flip.data.datasets import (
     DATASETS,
     ClientDataset,
@@ -14,8 +10,8 @@ from flip.data.datasets import (
     ImageSet,
     build_transform,
     dataset_info,
-    load_dataset,
 )
+from flip.data.image_files import load_dataset
 from flip.data.leaf import (
     SHAKESPEARE_VOCAB,
     LeafSet,
@@ -50,6 +46,7 @@ __all__ = [
     "split_by_user",
     "write_class_histogram",
     "write_leaf_json",
+    "ClientDataModule",
     "ClientDataset",
     "DatasetInfo",
     "FederatedDataModule",

@@ -10,95 +10,22 @@ Source: ``/work/shared/spec/DATA.md`` ("Partitions (non-IID)"). Config fields na
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-from pathlib import Path
-
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from flip.data.datasets import (
-    DEBIAN_FMNIST_DIR,
-    ClientDataset,
-    ImageSet,
-    build_transform,
-    dataset_info,
-    load_dataset,
-)
-from flip.data.device_batches import (
-    BatchAugment,
-    DeviceBatches,
-    DeviceDataMixin,
-    augment_seed,
-    preprocess_on_device,
-)
+from flip.data.client_data import ClientDataModule, as_number
+from flip.data.datasets import DEBIAN_FMNIST_DIR, ImageSet, build_transform, dataset_info
+from flip.data.device_batches import BatchAugment, augment_seed, preprocess_on_device
+from flip.data.image_files import load_dataset
 from flip.data.partition import (
-    class_histogram,
     partition_dirichlet,
     partition_iid,
     partition_patho,
     split_train_test,
 )
-from flip.errors import ConfigError
+from flip.params import NONNEG_INT, POS_INT, check, check_bool, check_choice
 
 PARTITIONS = ("iid", "patho", "dirichlet")
-
-
-def plot_class_histogram(hist: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
-    """Save a per-client class histogram (K, C) as a PNG (matplotlib, Agg, no pyplot state).
-
-    Up to 20 classes: one stacked bar per client (samples per class, with a legend). More
-    classes (e.g. CIFAR-100): a heat map of client x class counts with a colour bar.
-    """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    k, c = hist.shape
-    fig = Figure(figsize=(max(6.0, min(0.3 * k + 2, 14.0)), 4.8 if c <= 20 else 6.0),
-                 layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    clients = np.arange(k)
-    if c <= 20:
-        cmap = matplotlib.colormaps["tab10" if c <= 10 else "tab20"]
-        bottom = np.zeros(k)
-        for j in range(c):
-            ax.bar(clients, hist[:, j], bottom=bottom, color=cmap(j), label=f"class {j}",
-                   width=0.85)
-            bottom += hist[:, j]
-        ax.set_ylabel("samples (train + local test)")
-        ax.legend(title="class", fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        ax.set_xlim(-0.6, k - 0.4)
-    else:
-        im = ax.imshow(hist.T, aspect="auto", interpolation="nearest", cmap="viridis",
-                       origin="lower")
-        fig.colorbar(im, ax=ax, label="samples (train + local test)")
-        ax.set_ylabel("class")
-    ax.set_xlabel("client")
-    step = max(1, int(np.ceil(k / 25)))
-    ax.set_xticks(clients[::step])
-    ax.set_title(title or "class histogram per client")
-    fig.savefig(path, dpi=100)
-
-
-def write_class_histogram(out_dir: str | os.PathLike, hist: np.ndarray, dm, title: str) -> None:
-    """Write ``class_histogram.csv`` and ``class_histogram.png`` of a (K, C) histogram.
-
-    CSV columns ``client, n_train, n_test, class_0 .. class_{C-1}`` (``n_train``/``n_test``
-    from ``dm.client_num_train(k)``/``dm.client_num_test(k)``; the class columns count train +
-    local test samples). DATA.md: partitions come with a per-client class histogram.
-    """
-    out = Path(out_dir)
-    with open(out / "class_histogram.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["client", "n_train", "n_test"] + [f"class_{c}" for c in range(hist.shape[1])])
-        for k, row in enumerate(hist):
-            w.writerow([k, dm.client_num_train(k), dm.client_num_test(k), *row.tolist()])
-    plot_class_histogram(hist, out / "class_histogram.png", title)
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -113,17 +40,19 @@ def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Genera
     return np.sort(np.concatenate(keep).astype(np.int64))
 
 
-class FederatedDataModule(DeviceDataMixin, L.LightningDataModule):
+class FederatedDataModule(ClientDataModule):
     """Per-client train / local-test loaders and the global test loader of an image data set.
 
     Built by Hydra ``instantiate`` from flat keywords. ``setup()`` (idempotent) loads the data
-    (:func:`~flip.data.datasets.load_dataset`), keeps a seeded stratified ``train_subset`` of the
-    official training split (for fast demos), partitions it over ``num_clients`` clients
+    (:func:`~flip.data.image_files.load_dataset`), keeps a seeded stratified ``train_subset`` of
+    the official training split (for fast demos), partitions it over ``num_clients`` clients
     (``iid``, ``patho`` = McMahan et al. 2017 shards, ``dirichlet`` = Hsu et al. 2019) with
     ``np.random.default_rng([seed, 1])`` and splits each client into train / local test
     (``test_fraction``) with ``np.random.default_rng([seed, 2])``. Local and global test sets use
-    test transforms (no augmentation). Partition indices are positions in the official training
-    split.
+    test transforms (no augmentation). The training pool is the official training split (so
+    partition indices are positions in it, and local test sets index it too); the test pool,
+    served whole by :meth:`test_dataloader`, is the official test split. Loaders, counts,
+    histogram and partition files: :class:`~flip.data.client_data.ClientDataModule`.
 
     Args:
         name: ``mnist``, ``fmnist``, ``cifar10`` or ``cifar100``.
@@ -176,93 +105,44 @@ class FederatedDataModule(DeviceDataMixin, L.LightningDataModule):
         num_workers: int = 0,
         debian_dir: str = DEBIAN_FMNIST_DIR,
         device_data: str | bool = "auto",
+        val_fraction: float = 0.0,
     ):
-        super().__init__()
-        self._init_device_data(device_data)
         self._info = dataset_info(name)
-        self.name = name
+        check_choice("partition.name", partition, PARTITIONS)
+        num_clients = as_number("federation.num_clients", num_clients, int, lambda v: v >= 1,
+                                POS_INT)
+        super().__init__(name, partition, num_clients, seed, batch_size, eval_batch_size,
+                         num_workers, device_data, val_fraction)
         self.root = root
-        self.download = bool(download)
-        self.partition = partition
-        self.classes_per_client = int(classes_per_client)
-        self.alpha = float(alpha)
-        self.min_samples = int(min_samples)
-        self.max_tries = int(max_tries)
-        self.test_fraction = float(test_fraction)
-        self.train_subset = float(train_subset)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
-        self.resize = None if resize is None else int(resize)
-        self.hflip = bool(hflip)
-        self.color_jitter = None if color_jitter is None else float(color_jitter)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
+        self.download = check_bool("data.download", download)
         self.debian_dir = debian_dir
-        self._num_clients = int(num_clients)
-        self._validate()
-        self._ready = False
+        self.test_fraction = as_number("data.test_fraction", test_fraction, float,
+                                       lambda v: 0 <= v < 1, "a number in [0, 1)")
+        self.train_subset = as_number("data.train_subset", train_subset, float,
+                                      lambda v: 0 < v <= 1, "a number in (0, 1]")
+        self.resize = None if resize is None else as_number(
+            "data.resize", resize, int, lambda v: v >= 1, "null or an integer >= 1")
+        self.hflip = check_bool("data.hflip", hflip)
+        self.color_jitter = None if color_jitter is None else as_number(
+            "data.color_jitter", color_jitter, float, lambda v: v >= 0, "null or a number >= 0")
+        # each partition's own options are range-checked only when that partition is used
+        c, patho, dirichlet = self._info.num_classes, partition == "patho", partition == "dirichlet"
+        self.classes_per_client = as_number("partition.classes_per_client", classes_per_client,
+                                            int, lambda v: not patho or 1 <= v <= c, f"1..{c}")
+        self.alpha = as_number("partition.alpha", alpha, float,
+                               lambda v: not dirichlet or v > 0, "a number > 0")
+        self.min_samples = as_number("partition.min_samples", min_samples, int,
+                                     lambda v: not dirichlet or v >= 0, NONNEG_INT)
+        self.max_tries = as_number("partition.max_tries", max_tries, int,
+                                   lambda v: not dirichlet or v >= 1, POS_INT)
         self._loaded: tuple[ImageSet, ImageSet] | None = None
 
-    def _validate(self) -> None:
-        checks = [
-            ("partition.name", self.partition, ", ".join(PARTITIONS),
-             self.partition in PARTITIONS),
-            ("federation.num_clients", self._num_clients, "an integer >= 1",
-             self._num_clients >= 1),
-            ("data.test_fraction", self.test_fraction, "a number in [0, 1)",
-             0 <= self.test_fraction < 1),
-            ("data.train_subset", self.train_subset, "a number in (0, 1]",
-             0 < self.train_subset <= 1),
-            ("data.batch_size", self.batch_size, "an integer >= 1", self.batch_size >= 1),
-            ("data.eval_batch_size", self.eval_batch_size, "an integer >= 1",
-             self.eval_batch_size >= 1),
-            ("data.resize", self.resize, "null or an integer >= 1",
-             self.resize is None or self.resize >= 1),
-            ("data.color_jitter", self.color_jitter, "null or a number >= 0",
-             self.color_jitter is None or self.color_jitter >= 0),
-            ("data.num_workers", self.num_workers, "an integer >= 0", self.num_workers >= 0),
-        ]
-        if self.partition == "patho":
-            checks.append(("partition.classes_per_client", self.classes_per_client,
-                           f"1..{self._info.num_classes}",
-                           1 <= self.classes_per_client <= self._info.num_classes))
-        if self.partition == "dirichlet":
-            checks += [
-                ("partition.alpha", self.alpha, "a number > 0", self.alpha > 0),
-                ("partition.min_samples", self.min_samples, "an integer >= 0",
-                 self.min_samples >= 0),
-                ("partition.max_tries", self.max_tries, "an integer >= 1", self.max_tries >= 1),
-            ]
-        for field, value, accepted, ok in checks:
-            if not ok:
-                raise ConfigError(field, value, accepted)
-
     # ----------------------------------------------------------------- static facts
-    @property
-    def num_classes(self) -> int:
-        """Number of classes of the data set (known before ``setup``)."""
-        return self._info.num_classes
-
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the tensors the loaders yield, after ``resize`` (known before ``setup``)."""
         c, h, w = self._info.shape
         return (c, self.resize, self.resize) if self.resize else (c, h, w)
-
-    @property
-    def num_clients(self) -> int:
-        """Number of clients K."""
-        return self._num_clients
-
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        """Float32 zeros ``(batch, *input_shape)``: what the loaders yield, for FLOPs counting
-        and tracing (known before ``setup``)."""
-        return torch.zeros((batch, *self.input_shape))
-
-    def model_kwargs(self) -> dict:
-        """Keyword arguments the network takes from the data: ``in_channels`` and
-        ``num_classes`` (known before ``setup``)."""
-        return {"in_channels": self.input_shape[0], "num_classes": self.num_classes}
 
     # ----------------------------------------------------------------- setup
     def prepare_data(self) -> None:
@@ -274,14 +154,12 @@ class FederatedDataModule(DeviceDataMixin, L.LightningDataModule):
         if self.download and not self._ready:
             self._loaded = load_dataset(self.name, self.root, True, self.debian_dir)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load, subset, partition and split the data (DATA.md "Partitions"); runs once.
+    def _load_and_split(self) -> None:
+        """Load, subset, partition and split the data (DATA.md "Partitions").
 
         Raises:
             ConfigError: see the class docstring. DataNotFoundError: data files missing.
         """
-        if self._ready:
-            return
         loaded = self._loaded or load_dataset(self.name, self.root, self.download, self.debian_dir)
         self._loaded = None
         train, test = loaded
@@ -289,136 +167,43 @@ class FederatedDataModule(DeviceDataMixin, L.LightningDataModule):
         subset = stratified_subset(labels, self.train_subset, np.random.default_rng([self.seed, 0]))
         sub_labels = labels[subset]
         rng = np.random.default_rng([self.seed, 1])
+        k_req = self.num_clients
         if self.partition == "iid":
-            parts = partition_iid(sub_labels, self._num_clients, rng)
+            parts = partition_iid(sub_labels, k_req, rng)
         elif self.partition == "patho":
-            parts = partition_patho(sub_labels, self._num_clients, self.classes_per_client, rng)
+            parts = partition_patho(sub_labels, k_req, self.classes_per_client, rng)
         else:
-            parts = partition_dirichlet(sub_labels, self._num_clients, self.alpha,
-                                        self.min_samples, rng, self.max_tries)
+            parts = partition_dirichlet(sub_labels, k_req, self.alpha, self.min_samples, rng,
+                                        self.max_tries)
         split_rng = np.random.default_rng([self.seed, 2])
         clients = []
         for k, part in enumerate(parts):
             tr, te = split_train_test(subset[part], self.test_fraction, split_rng)
-            if len(tr) == 0:
-                raise ConfigError(
-                    "federation.num_clients", self._num_clients, "fewer clients",
-                    hint=f"Client {k} has no training samples ({len(part)} samples, "
-                    f"data.test_fraction={self.test_fraction}); use fewer clients, a larger "
-                    "data.train_subset, or a different partition.",
-                )
+            check("federation.num_clients", k_req, len(tr) > 0, "fewer clients",
+                  hint=f"Client {k} has no training samples ({len(part)} samples, "
+                  f"data.test_fraction={self.test_fraction}); use fewer clients, a larger "
+                  "data.train_subset, or a different partition.")
             clients.append({"train": tr, "test": te})
-        self._train, self._test, self._clients = train, test, clients
+        self._pools = {"train": (train.images, train.labels), "test": (test.images, test.labels)}
+        self._clients = clients
         self._train_tf = build_transform(train, True, self.resize, self.hflip, self.color_jitter)
         self._test_tf = build_transform(train, False, self.resize)
-        self._ready = True
 
-    def _need_setup(self) -> None:
-        if not self._ready:
-            raise RuntimeError("FederatedDataModule.setup() must run before using the data.")
+    # ----------------------------------------------------------------- loader hooks
+    def _transform(self, train: bool):
+        """uint8 (C, H, W) -> float32 (C, H', W'): training or test transform."""
+        return self._train_tf if train else self._test_tf
 
-    def _client(self, k: int) -> dict:
-        self._need_setup()
-        if not 0 <= k < self._num_clients:
-            raise IndexError(f"client {k} does not exist (clients are 0..{self._num_clients - 1})")
-        return self._clients[k]
+    def _device_inputs(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A split after the test transform (resize, to float, normalise), computed on
+        ``device`` in chunks: float32 (N, *input_shape)."""
+        return preprocess_on_device(x, self._test_tf, device)
 
-    # ----------------------------------------------------------------- per-client data
-    @property
-    def partition_indices(self) -> list[dict]:
-        """Per client ``{"train": int64 array, "test": int64 array}`` of positions in the
-        official training split (sorted)."""
-        self._need_setup()
-        return self._clients
-
-    def client_num_train(self, k: int) -> int:
-        """n_k: number of training samples of client ``k`` (FedAvg weight)."""
-        return int(len(self._client(k)["train"]))
-
-    def client_num_test(self, k: int) -> int:
-        """Number of local test samples of client ``k``."""
-        return int(len(self._client(k)["test"]))
-
-    def _loader(self, imageset: ImageSet, idx, transform, batch_size, generator=None):
-        ds = ClientDataset(imageset.images, imageset.labels, idx, transform)
-        return DataLoader(ds, batch_size=batch_size, shuffle=generator is not None,
-                          generator=generator, num_workers=self.num_workers, drop_last=False)
-
-    def _device_bytes(self) -> int:
-        """Bytes of both splits preprocessed: float32 inputs and int64 labels."""
-        per_sample = 4 * int(np.prod(self.input_shape)) + 8
-        return (len(self._train) + len(self._test)) * per_sample
-
-    def _place(self, device: torch.device) -> dict:
-        """Both splits after the test transform (resize, to float, normalise), on ``device``."""
-        return {
-            split: (preprocess_on_device(s.images, self._test_tf, device), s.labels.to(device))
-            for split, s in (("train", self._train), ("test", self._test))
-        }
-
-    def client_train_dataloader(self, k: int, seed: int) -> DataLoader | DeviceBatches:
-        """Shuffled training loader of client ``k``; batches ``(x (B, *input_shape) float32,
-        y (B,) int64)`` with training augmentations. The order is fixed by ``seed``
-        (``torch.Generator().manual_seed(seed)``). DataLoader: augmentations draw from torch's
-        global RNG in the main process (seed it, e.g. ``lightning.seed_everything``);
-        :class:`DeviceBatches` (``device_data``): the same order, augmentations on the device
-        drawn from a generator seeded from ``seed``."""
-        gen = torch.Generator().manual_seed(int(seed))
-        idx = self._client(k)["train"]
-        if placed := self._device_splits():
-            x, y = placed["train"]
-            aug = None
-            if self.hflip or self.color_jitter:
-                dev_gen = torch.Generator(x.device).manual_seed(augment_seed(seed))
-                aug = BatchAugment(self._train.mean, self._train.std, self.hflip,
-                                   self.color_jitter, dev_gen)
-            return DeviceBatches(x, y, idx, self.batch_size, gen, aug)
-        return self._loader(self._train, idx, self._train_tf, self.batch_size, gen)
-
-    def client_test_dataloader(self, k: int) -> DataLoader | DeviceBatches:
-        """Local test loader of client ``k`` (test transforms, ``eval_batch_size``, in order)."""
-        idx = self._client(k)["test"]
-        if placed := self._device_splits():
-            return DeviceBatches(*placed["train"], idx, self.eval_batch_size)
-        return self._loader(self._train, idx, self._test_tf, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader | DeviceBatches:
-        """Loader of the official test split (global evaluation; test transforms, in order)."""
-        self._need_setup()
-        if placed := self._device_splits():
-            return DeviceBatches(*placed["test"], None, self.eval_batch_size)
-        return self._loader(self._test, np.arange(len(self._test)), self._test_tf,
-                            self.eval_batch_size)
-
-    # ----------------------------------------------------------------- reporting
-    def class_histogram(self) -> np.ndarray:
-        """int64 (K, num_classes) class counts of each client's train + local test data."""
-        self._need_setup()
-        labels = self._train.labels.numpy()
-        parts = [np.concatenate([c["train"], c["test"]]) for c in self._clients]
-        return class_histogram(labels, parts, self.num_classes)
-
-    def save_partition(self, out_dir: str | os.PathLike) -> None:
-        """Write ``partition.json``, ``class_histogram.csv`` and ``class_histogram.png``.
-
-        ``partition.json``: ``{"seed", "partition", "dataset", "clients": [{"client": k,
-        "train": [...], "test": [...]}]}`` (positions in the official training split).
-        The CSV has columns ``client, n_train, n_test, class_0 .. class_{C-1}`` where the class
-        columns count train + test samples (so they sum to n_train + n_test). DATA.md: partitions
-        are written with the run, with a per-client class histogram (plot and table).
-        """
-        self._need_setup()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "seed": self.seed,
-            "partition": self.partition,
-            "dataset": self.name,
-            "clients": [
-                {"client": k, "train": c["train"].tolist(), "test": c["test"].tolist()}
-                for k, c in enumerate(self._clients)
-            ],
-        }
-        (out / "partition.json").write_text(json.dumps(doc))
-        title = f"{self.name}, partition={self.partition}, K={self.num_clients}, seed={self.seed}"
-        write_class_histogram(out, self.class_histogram(), self, title)
+    def _augment(self, device: torch.device, seed: int) -> BatchAugment | None:
+        """``hflip`` / ``color_jitter`` per batch on ``device``, drawn from a generator seeded
+        with :func:`~flip.data.device_batches.augment_seed` of the client ``seed``; None
+        without augmentation."""
+        if not (self.hflip or self.color_jitter):
+            return None
+        gen = torch.Generator(device).manual_seed(augment_seed(seed))
+        return BatchAugment(self._info.mean, self._info.std, self.hflip, self.color_jitter, gen)

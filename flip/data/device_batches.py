@@ -5,8 +5,8 @@ normalise) runs once per split and the result stays on the device; every client 
 it. A training epoch is then one permutation of the client's positions and one gather per
 batch: no per-batch host-to-device copy, no per-sample transform, no DataLoader worker
 start-up. Training augmentations (horizontal flip, colour jitter) run per batch on the device
-(:class:`BatchAugment`). Data modules fall back to ``torch.utils.data.DataLoader`` otherwise
-(``data.device_data``, :func:`use_tensor_path`).
+(:class:`BatchAugment`). Data modules (:class:`~flip.data.client_data.ClientDataModule`) fall
+back to ``torch.utils.data.DataLoader`` otherwise (``data.device_data``, :func:`use_tensor_path`).
 
 For a fixed seed :class:`DeviceBatches` yields exactly the batches (order and values) of
 ``DataLoader(dataset, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import RandomSampler
 from torchvision.transforms.v2 import functional as TF
 
-from flip.errors import ConfigError
+from flip.params import check
 
 DEVICE_DATA = ("auto", "true", "false")
 BUDGET_FRACTION = 0.5  # share of the device's free memory ``auto`` may fill with data
@@ -40,8 +40,7 @@ def parse_device_data(value) -> str:
         ConfigError: any other value.
     """
     text = str(value).lower() if isinstance(value, bool | str) else None
-    if text not in DEVICE_DATA:
-        raise ConfigError("data.device_data", value, "auto, true or false")
+    check("data.device_data", value, text in DEVICE_DATA, "auto, true or false")
     return text
 
 
@@ -244,35 +243,3 @@ class DeviceBatches:
             if self.augment is not None:
                 xb = self.augment(xb)
             yield xb, yb
-
-
-class DeviceDataMixin:
-    """What a data module needs for ``data.device_data``: :meth:`use_device` and the splits
-    placed on the device once (decided by :func:`use_tensor_path`). A subclass calls
-    :meth:`_init_device_data` in ``__init__`` and implements ``_device_bytes()`` (bytes the
-    placed splits take) and ``_place(device)`` (``{split: (x, y)}`` on ``device``)."""
-
-    def _init_device_data(self, device_data) -> None:
-        self.device_data = parse_device_data(device_data)
-        self._device: torch.device | None = None
-        self._placed: dict | bool | None = None  # None: not decided; False: DataLoaders
-
-    def use_device(self, device: torch.device | str) -> None:
-        """The device the model trains on (``Federation`` calls this once). Under
-        ``device_data=auto`` loaders are tensors on it when the data fit
-        (:func:`use_tensor_path`); until it is called ``auto`` serves DataLoaders."""
-        device = torch.device(device)
-        if device != self._device:
-            self._device, self._placed = device, None
-
-    @property
-    def on_device(self) -> bool:
-        """Whether the loaders are :class:`DeviceBatches` (places the splits when deciding so
-        for the first time; needs ``setup()``)."""
-        return self._device_splits() is not None
-
-    def _device_splits(self) -> dict | None:
-        if self._placed is None:
-            ok = use_tensor_path(self.device_data, self._device, self._device_bytes())
-            self._placed = self._place(self._device or torch.device("cpu")) if ok else False
-        return self._placed or None

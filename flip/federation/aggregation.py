@@ -1,6 +1,6 @@
 """Server-side aggregation: the sample-weighted pseudo-gradient (ALGORITHMS.md §1, step 3)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -45,3 +45,18 @@ def average_buffers(
         else:
             out[name] = torch.stack([b[name] for b in client_buffers]).max(0).values
     return out
+
+
+def build_server_optimizer(factory: Callable, params) -> torch.optim.Optimizer:
+    """The server optimizer on θ, with momentum buffers set to zero before the first step.
+
+    torch's SGD seeds its momentum buffer with the first gradient; the paper's EMA starts from
+    m = 0 (m ← β·m + (1−β)·Δ, so the first step moves (1−β)·Δ). With the buffers zeroed,
+    ``SGD(lr=1, momentum=β, dampening=β)`` is that EMA exactly (ALGORITHMS.md §1 step 4).
+    """
+    opt = factory(params)
+    for group in opt.param_groups:
+        if group.get("momentum", 0):
+            for p in group["params"]:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    return opt

@@ -1,5 +1,5 @@
 """Federated checkpoints: the whole run state after a round, written atomically and kept N deep,
-and the checkpoint a resumed run continues from (issue 6; README "Resuming a run").
+and the checkpoint a resumed run continues from (issue 6; docs/resume-and-failures.md).
 
 A checkpoint ``<run dir>/checkpoints/round_<r>.pt`` is one ``torch.save`` dict:
 
@@ -26,7 +26,6 @@ import os
 import random
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,27 +39,6 @@ CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
 TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^round_(\d+)\.pt$")
-
-RESUME_MAY_CHANGE = (
-    "resume",
-    "output_dir",
-    "checkpoint",
-    "progress",
-    "logger",
-    "trainer",
-    "federation.rounds",
-    "federation.min_clients",
-    "federation.max_round_retries",
-    "federation.max_loss",
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "data.debian_dir",
-)
-"""Config fields a resumed run may set differently from its checkpoint: where things are,
-how it is shown and logged, the device, how many rounds in all, and the failure limits. Any
-other difference is refused (the run's results would come from two configs)."""
-
 
 def checkpoint_path(directory: str | os.PathLike, round_idx: int) -> Path:
     """``directory/round_<round_idx, 4 digits>.pt``."""
@@ -173,9 +151,12 @@ class Checkpointer:
         """Whether round ``round_idx`` of ``rounds`` ends with a checkpoint."""
         return self.every > 0 and (round_idx % self.every == 0 or round_idx == rounds)
 
-    def after_round(self, fed) -> Path | None:
-        """Called by :meth:`Federation.fit` after each round: saves if :meth:`due`."""
-        return self.save(fed) if self.due(fed.round, fed.rounds) else None
+    def after_round(self, fed, last: bool = False) -> Path | None:
+        """Called by :meth:`Federation.fit` after each round: saves if :meth:`due`, or if
+        ``last`` (the run ends here before round R, e.g. on its simulated-time budget) and
+        checkpoints are on."""
+        due = self.due(fed.round, fed.params.rounds) or (last and self.every > 0)
+        return self.save(fed) if due else None
 
     def save(self, fed) -> Path:
         """Write the checkpoint of ``fed`` after round ``fed.round``, then rotate. Returns its
@@ -236,117 +217,3 @@ def latest_checkpoint(directory: str | os.PathLike) -> tuple[Path, dict]:
             log.warning("skipping checkpoint: %s", err)
     what = "no readable checkpoint" if found else "no checkpoint (round_*.pt)"
     raise CheckpointError(f"{what} in {directory}")
-
-
-@dataclass
-class Resume:
-    """The checkpoint a run resumes from: its file, its run directory and its contents."""
-
-    path: Path
-    run_dir: Path
-    state: dict
-
-    @property
-    def round(self) -> int:
-        return int(self.state["round"])
-
-    @property
-    def wandb_id(self) -> str | None:
-        return self.state.get("wandb_id")
-
-
-def _run_dir_of(path: Path) -> Path:
-    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-
-
-def find_resume(resume, out_dir: str | os.PathLike) -> Resume | None:
-    """The checkpoint ``resume`` (the config value) points to.
-
-    ``None``/``false``: none. ``true``: the newest checkpoint of the run directories next to
-    ``out_dir`` (under the CLI: ``logs/runs/<experiment>/<algorithm>/*``), newest by file time.
-    A path: a checkpoint file, a run directory or its ``checkpoints/`` directory (its newest).
-
-    Raises:
-        CheckpointError: nothing to resume there (the message names where it looked).
-    """
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        root = Path(out_dir).absolute().parent
-        runs = [
-            (found[-1][1].stat().st_mtime, d)
-            for d in (root.iterdir() if root.is_dir() else [])
-            if d.is_dir() and (found := list_checkpoints(d / CHECKPOINT_DIR))
-        ]
-        if not runs:
-            raise CheckpointError(
-                f"resume=true: no run with a checkpoint in {root}/*/{CHECKPOINT_DIR}/; pass "
-                "resume=PATH (a run directory or a checkpoint file)"
-            )
-        directory = max(runs)[1] / CHECKPOINT_DIR
-    else:
-        target = Path(str(resume)).expanduser().absolute()
-        if target.is_file():
-            return Resume(target, _run_dir_of(target), load_checkpoint(target))
-        if not target.is_dir():
-            raise CheckpointError(f"resume={resume}: no such file or directory")
-        directory = target if target.name == CHECKPOINT_DIR else target / CHECKPOINT_DIR
-    path, state = latest_checkpoint(directory)
-    return Resume(path, _run_dir_of(path), state)
-
-
-def _flat(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, Mapping):
-        return {prefix[:-1]: tree}
-    out = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}."))
-    return out
-
-
-def check_resume_config(config: Mapping, resume: Resume) -> None:
-    """Refuse to resume with settings other than the checkpoint's, except
-    :data:`RESUME_MAY_CHANGE`. ``config`` is the resolved config as plain containers.
-
-    Raises:
-        CheckpointError: naming the first differing field, both values and the checkpoint.
-    """
-    new, old = _flat(config), _flat(resume.state["config"])
-    for field in sorted(set(new) | set(old)):
-        if any(field == f or field.startswith(f"{f}.") for f in RESUME_MAY_CHANGE):
-            continue
-        if new.get(field) != old.get(field):
-            raise CheckpointError(
-                f"resume: {field}={new.get(field)!r} differs from the checkpoint's "
-                f"{old.get(field)!r} ({resume.path}). A resumed run keeps the settings it "
-                f"started with; only {', '.join(RESUME_MAY_CHANGE)} may change."
-            )
-
-
-def partition_state(partition: list[Mapping]) -> list[dict]:
-    """Each client's train/test positions (``FederatedDataModule.partition_indices``) as int64
-    tensors, for the checkpoint."""
-    return [{k: torch.as_tensor(np.asarray(v), dtype=torch.int64) for k, v in c.items()}
-            for c in partition]
-
-
-def check_partition(partition: list[Mapping], resume: Resume) -> None:
-    """Refuse to resume when the partition rebuilt from the data differs from the checkpoint's
-    (the data files or the data settings changed since the run started).
-
-    Raises:
-        CheckpointError: naming the first client that differs.
-    """
-    saved = resume.state["partition"]
-    now = partition_state(partition)
-    if len(saved) != len(now):
-        raise CheckpointError(
-            f"resume: the data now gives {len(now)} clients, the checkpoint {resume.path} has "
-            f"{len(saved)}"
-        )
-    for k, (a, b) in enumerate(zip(now, saved, strict=True)):
-        if any(not torch.equal(a[split], b[split]) for split in ("train", "test")):
-            raise CheckpointError(
-                f"resume: client {k}'s data differs from the checkpoint's ({resume.path}): the "
-                "data files or data settings changed since the run started"
-            )

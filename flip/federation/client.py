@@ -45,9 +45,10 @@ class ClientModule(L.LightningModule):
     ``optimizer``: a partial ``torch.optim`` constructor taking ``(params, lr=...)`` (Hydra
     ``_partial_``). ``lr``: this round's client learning rate. ``masks``: ``{param name: bool
     tensor}``; masked gradients are zeroed before and masked entries re-zeroed after every
-    optimizer step, so they stay exactly 0 (§2.3). Logs ``train/loss`` per epoch (its mean
-    over the epoch's samples is kept in ``epoch_losses``) and, in ``test``, ``loss`` plus
-    :func:`classification_metrics`.
+    optimizer step, so they stay exactly 0 (§2.3). Logs ``train/loss`` once per epoch, the
+    mean over the epoch's samples (also kept in ``epoch_losses``): each step adds its loss ×
+    batch size to a float64 sum on the device, read once at the epoch's end, so a step does no
+    host synchronisation. In ``test``: ``loss`` plus :func:`classification_metrics`.
     """
 
     def __init__(
@@ -64,10 +65,23 @@ class ClientModule(L.LightningModule):
         self.lr = lr
         self.masks = dict(masks) if masks else None
         self.loss_fn = nn.CrossEntropyLoss()
-        self.metrics = classification_metrics(num_classes)
+        self.num_classes = num_classes
+        self.metrics: MetricCollection | None = None  # built by the first test
         self.epoch_losses: list[float] = []
-        self._loss_sum = 0.0
+        self._reset_loss()
+
+    def _reset_loss(self) -> None:
+        self._loss_sum: Tensor | float = 0.0  # a float64 tensor on the device once a step ran
         self._count = 0
+
+    def _add_loss(self, loss: Tensor, n: int) -> None:
+        """Σ loss·n in float64 (float32 where the device has no float64: MPS), on the device."""
+        dtype = torch.float32 if loss.device.type == "mps" else torch.float64
+        self._loss_sum = self._loss_sum + loss.detach().to(dtype) * n
+        self._count += n
+
+    def _mean_loss(self) -> float:
+        return float(self._loss_sum) / max(self._count, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -75,14 +89,14 @@ class ClientModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss_fn(self.net(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        self._loss_sum += float(loss.detach()) * len(y)
-        self._count += len(y)
+        self._add_loss(loss, len(y))
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.epoch_losses.append(self._loss_sum / max(self._count, 1))
-        self._loss_sum, self._count = 0.0, 0
+        mean = self._mean_loss()
+        self.epoch_losses.append(mean)
+        self.log("train/loss", mean)  # read by EarlyStopping (it runs after this hook)
+        self._reset_loss()
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.masks:
@@ -97,19 +111,20 @@ class ClientModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
-        self._loss_sum += float(self.loss_fn(logits, y)) * len(y)
-        self._count += len(y)
+        self._add_loss(self.loss_fn(logits, y), len(y))
         self.metrics.update(logits, y)
 
     def on_test_epoch_start(self) -> None:
+        if self.metrics is None:
+            self.metrics = classification_metrics(self.num_classes).to(self.device)
         self.metrics.reset()
-        self._loss_sum, self._count = 0.0, 0
+        self._reset_loss()
 
     def on_test_epoch_end(self) -> None:
         out = {k: float(v) for k, v in self.metrics.compute().items()}
-        out["loss"] = self._loss_sum / max(self._count, 1)
+        out["loss"] = self._mean_loss()
         self.test_results = out
-        self._loss_sum, self._count = 0.0, 0
+        self._reset_loss()
 
     def configure_optimizers(self):
         return self.optimizer_fn(self.net.parameters(), lr=self.lr)

@@ -37,10 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from flip.errors import TrainingStopped
-from flip.federation.seeding import client_seed, sample_clients
 
 if TYPE_CHECKING:
-    from flip.federation.server import ClientUpdate, Federation
+    from flip.federation.executor import ClientUpdate
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,9 @@ class RoundUpdates:
     client order; ``failures``: every client dropped in any attempt of the round; ``retries``:
     attempts discarded because fewer than ``min_clients`` succeeded; ``sampled``: clients sampled
     over all attempts (each was sent θ); ``returned``: every update a client returned, used or
-    not (each was uploaded and trained: bytes up and training FLOPs count them).
+    not (each was uploaded and trained: bytes up and training FLOPs count them);
+    ``attempts``: per attempt, each sampled client with its update (``None``: its training
+    raised), in client order (the round's simulated time, ASYNC.md §1).
     """
 
     clients: list[int]
@@ -71,12 +72,23 @@ class RoundUpdates:
     retries: int = 0
     sampled: int = 0
     returned: list[ClientUpdate] = field(default_factory=list)
+    attempts: list[list[tuple[int, ClientUpdate | None]]] = field(default_factory=list)
 
 
 def first_nonfinite(tensors: Mapping[str, Tensor]) -> str | None:
-    """The name of the first floating tensor holding NaN or ±Inf, or ``None``."""
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    """The name of the first floating tensor holding NaN or ±Inf, or ``None``.
+
+    One fused norm per tensor screens them (a NaN or ±Inf entry makes the norm non-finite);
+    only a tensor whose norm is not finite is checked entry by entry, so a finite tensor whose
+    norm overflows float32 is not reported."""
+    floats = [(name, t) for name, t in tensors.items() if t.is_floating_point()]
+    if not floats:
+        return None
+    norms = torch.stack([n.float() for n in torch._foreach_norm([t for _, t in floats])])
+    if bool(torch.isfinite(norms).all()):
+        return None
+    for (name, t), norm in zip(floats, norms.tolist(), strict=True):
+        if not math.isfinite(norm) and not bool(torch.isfinite(t).all()):
             return name
     return None
 
@@ -94,9 +106,23 @@ def check_loss(update: ClientUpdate, round_idx: int, max_loss: float | None) -> 
             )
 
 
-def _failure(
-    client: int, attempt: int, round_idx: int, reason: str, exc_info: bool = False
+def too_few_clients(round_idx: int, min_clients: int, retries: int, failures) -> TrainingStopped:
+    """The error that stops a round in which fewer than ``min_clients`` clients succeeded in
+    each of its ``retries + 1`` attempts, listing up to 10 ``failures``."""
+    listed = "; ".join(f"client {f.client}: {f.reason}" for f in failures[:10])
+    return TrainingStopped(
+        f"round {round_idx}: fewer than federation.min_clients={min_clients} clients "
+        f"succeeded in each of {retries + 1} attempts "
+        f"(federation.max_round_retries={retries}). Failures: {listed}. The run "
+        f"stops; its last checkpoint holds the state before round {round_idx}."
+    )
+
+
+def dropped(
+    client: int, attempt: int, round_idx: int, reason: str, exc_info=None
 ) -> ClientFailure:
+    """Log a warning that ``client`` is dropped from round ``round_idx`` (with the traceback of
+    ``exc_info``, an exception, if given) and return its :class:`ClientFailure`."""
     log.warning(
         "round %d: client %d dropped from the aggregate: %s",
         round_idx,
@@ -107,90 +133,25 @@ def _failure(
     return ClientFailure(client, attempt, reason)
 
 
-def collect_updates(
-    fed: Federation, round_idx: int, lr: float, net: nn.Module, masks: dict | None
-) -> RoundUpdates:
-    """Sample and train the clients of round ``round_idx``, dropping failed clients and retrying
-    the round when fewer than ``fed.min_clients`` succeed (module docstring).
-
-    Clients train ``net`` under ``masks`` (the algorithm's ``client_model``) with the
-    algorithm's ``client_callbacks``; each update that passes the checks goes through the
-    algorithm's ``on_client_update`` (back to the global network's shapes) before it is kept.
-
-    Raises:
-        TrainingStopped: a client's loss diverged, or still too few clients succeeded after
-            ``fed.max_round_retries`` retries (the message lists the failures).
-    """
-    out = RoundUpdates(clients=[], updates=[])
-    for attempt in range(fed.max_round_retries + 1):
-        clients = sample_clients(
-            fed.seed, round_idx, fed.dm.num_clients, fed.participation, attempt
-        )
-        out.sampled += len(clients)
-        updates = []
-        for k in clients:
-            try:
-                update = fed.train_client(
-                    k,
-                    net,
-                    fed.local_epochs,
-                    lr,
-                    client_seed(fed.seed, round_idx, k, attempt),
-                    masks,
-                    fed.algorithm.client_callbacks(fed, round_idx, k),
-                )
-            except Exception as err:  # a client crash must not end the federation
-                reason = f"training raised {type(err).__name__}: {err}"
-                out.failures.append(_failure(k, attempt, round_idx, reason, exc_info=True))
-                continue
-            out.returned.append(update)
-            bad = first_nonfinite(update.params) or first_nonfinite(update.buffers)
-            if bad is not None:
-                out.failures.append(
-                    _failure(k, attempt, round_idx, f"its update has NaN/Inf values in {bad}")
-                )
-                continue
-            check_loss(update, round_idx, fed.max_loss)
-            updates.append(fed.algorithm.on_client_update(fed, round_idx, update))
-        if len(updates) >= fed.min_clients:
-            out.clients, out.updates, out.retries = clients, updates, attempt
-            return out
-        log.warning(
-            "round %d: %d of %d sampled clients succeeded, fewer than federation.min_clients=%d "
-            "(attempt %d of %d)",
-            round_idx,
-            len(updates),
-            len(clients),
-            fed.min_clients,
-            attempt + 1,
-            fed.max_round_retries + 1,
-        )
-    listed = "; ".join(f"client {f.client}: {f.reason}" for f in out.failures[:10])
-    raise TrainingStopped(
-        f"round {round_idx}: fewer than federation.min_clients={fed.min_clients} clients "
-        f"succeeded in each of {fed.max_round_retries + 1} attempts "
-        f"(federation.max_round_retries={fed.max_round_retries}). Failures: {listed}. The run "
-        f"stops; its last checkpoint holds the state before round {round_idx}."
-    )
-
-
-def snapshot(fed: Federation) -> tuple[dict, dict]:
+def snapshot(net: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """θ with the buffers, and the server optimizer's state, copied before the server step."""
-    net = {k: v.detach().clone() for k, v in fed.net.state_dict().items()}
-    return net, copy.deepcopy(fed.server_opt.state_dict())
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return state, copy.deepcopy(optimizer.state_dict())
 
 
-def keep_finite(fed: Federation, before: tuple[dict, dict], round_idx: int) -> None:
+def keep_finite(
+    net: nn.Module, optimizer: torch.optim.Optimizer, before: tuple[dict, dict], round_idx: int
+) -> None:
     """After the server step: if θ or a buffer is non-finite, restore θ, the buffers and the
     server optimizer's state from ``before`` (:func:`snapshot`) and raise
     :class:`TrainingStopped`."""
-    bad = first_nonfinite(dict(fed.net.named_parameters())) or first_nonfinite(
-        dict(fed.net.named_buffers())
+    bad = first_nonfinite(dict(net.named_parameters())) or first_nonfinite(
+        dict(net.named_buffers())
     )
     if bad is None:
         return
-    fed.net.load_state_dict(before[0])
-    fed.server_opt.load_state_dict(before[1])
+    net.load_state_dict(before[0])
+    optimizer.load_state_dict(before[1])
     raise TrainingStopped(
         f"round {round_idx}: the server step made the global model non-finite (NaN/Inf in "
         f"{bad}); the global model of round {round_idx - 1} was kept and the run stops. Its last "

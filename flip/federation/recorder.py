@@ -12,6 +12,10 @@ ROUND_COLUMNS = [
     "round/retries",
     "lr/client",
     "train/loss",
+    "val/loss",
+    "val/acc1",
+    "val/acc5",
+    "val/f1",
     "global/loss",
     "global/acc1",
     "global/acc5",
@@ -31,8 +35,21 @@ ROUND_COLUMNS = [
     "cost/flops_train_cum",
     "cost/bytes_down_round",
     "cost/bytes_up_round",
+    "cost/bytes_extra_up_round",
     "cost/bytes_cum",
     "cost/gb_cum",
+    # the simulated clock (ASYNC.md §1): every run
+    "sim/time_s",
+    # the asynchronous engine (ASYNC.md §2): one row per aggregation
+    "clients/arrived",
+    "staleness/mean",
+    "staleness/max",
+    # PR-FL (ASYNC.md §3.8): the buffer average on the test split, the densities
+    "buffer/loss",
+    "buffer/acc1",
+    "buffer/acc5",
+    "prfl/density_min",
+    "prfl/density_mean",
 ]
 TIMING_COLUMNS = ["round", "time/round_s"]
 """Wall-clock columns: in ``timings.csv`` and W&B, not in ``rounds.csv``, which is therefore
@@ -108,6 +125,18 @@ class RunRecorder:
                 csv.DictWriter(f, columns, restval="", extrasaction="ignore").writerow(row)
         if row["round"] not in self._sent:
             self._send(row)
+
+    def replace_last(self, row: Mapping) -> None:
+        """Rewrite the last row of ``rounds.csv`` with ``row`` (the same round, more columns:
+        the asynchronous engine's evaluation at the end of the simulated-time budget) and send
+        the loggers its new values."""
+        lines = self.path.read_text().splitlines(keepends=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            f.writelines(lines[:-1])
+            csv.DictWriter(f, ROUND_COLUMNS, restval="", extrasaction="ignore").writerow(row)
+        tmp.replace(self.path)
+        self._send(row)
 
     def write_summary(self, summary: Mapping) -> Path:
         path = self.out_dir / "summary.json"

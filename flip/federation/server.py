@@ -1,87 +1,54 @@
-"""The federated round every algorithm shares: FedAvg with a server optimizer (ALGORITHMS.md §1)."""
+"""The federation: the global model, its mask and layout, and the rounds over it (ALGORITHMS.md
+§1). The round itself is :mod:`flip.federation.round`; clients train behind the executor seam
+(:mod:`flip.federation.executor`); costs are the :class:`~flip.metrics.ledger.CostLedger`'s."""
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 
-from flip.federation.aggregation import average_buffers, client_weights, pseudo_gradient
+from flip.devices import Clock, Devices, build_devices
+from flip.federation.aggregation import build_server_optimizer
 from flip.federation.checkpoint import set_rng_state
-from flip.federation.client import ClientModule
-from flip.federation.failures import collect_updates, keep_finite, snapshot
+from flip.federation.executor import EVAL_SPLITS, ClientUpdate, Executor, LocalExecutor
 from flip.federation.progress import RoundProgress
 from flip.federation.recorder import RunRecorder
-from flip.metrics.costs import (
-    GB,
-    effective_flops,
-    param_counts,
-    profile_flops,
-    training_flops,
-    transfer_bytes,
-)
-from flip.pruning import apply_masks, compact, compact_masks, expand
+from flip.federation.round import run_round, stepped_tensors
+from flip.metrics.ledger import CostLedger
+from flip.params import ClientParams, FederationParams, optimizer_factory
+from flip.pruning import CompactLayout, apply_masks
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class ClientUpdate:
-    """What one client's local training returns to the server."""
-
-    client: int
-    params: dict[str, Tensor]  # θ_k, detached
-    buffers: dict[str, Tensor]  # batch-norm statistics etc.
-    num_samples: int  # n_k, training samples held
-    samples_processed: int  # samples seen in all local epochs (for training FLOPs)
-    epoch_losses: list[float]  # epoch-mean training loss per local epoch
-    extras: dict = field(default_factory=dict)  # from the client callbacks' client_extras()
-    extra_bytes_up: int = 0  # bytes uploaded besides θ_k (e.g. PruneFL's importance)
-
-
-def build_server_optimizer(factory: Callable, params) -> torch.optim.Optimizer:
-    """The server optimizer on θ, with momentum buffers set to zero before the first step.
-
-    torch's SGD seeds its momentum buffer with the first gradient; the paper's EMA starts from
-    m = 0 (m ← β·m + (1−β)·Δ, so the first step moves (1−β)·Δ). With the buffers zeroed,
-    ``SGD(lr=1, momentum=β, dampening=β)`` is that EMA exactly (ALGORITHMS.md §1 step 4).
-    """
-    opt = factory(params)
-    for group in opt.param_groups:
-        if group.get("momentum", 0):
-            for p in group["params"]:
-                opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
-    return opt
+__all__ = ["ClientUpdate", "Federation"]
 
 
 class Federation:
     """Runs rounds of ALGORITHMS.md §1 on a global network with an algorithm's hooks.
 
     Args:
-        net: the initialised global network θ_0 (kept on ``device``).
-        datamodule: a set-up :class:`flip.data.FederatedDataModule`.
-        algorithm: a :class:`flip.algorithms.Algorithm` (hooks ``setup``, ``client_model``,
-            ``client_callbacks``, ``on_client_update``, ``on_round_end``).
+        net: the initialised global network θ_0 (moved to the trainer's device).
+        datamodule: a set-up client data module (:mod:`flip.data`).
+        algorithm: a :class:`flip.algorithms.Algorithm` (its hooks, see there).
         trainer: partial ``lightning.Trainer`` constructor (the one shared configuration);
             called with ``max_epochs`` and ``callbacks``.
-        client_optimizer: partial ``torch.optim`` constructor ``(params, lr=...)``.
-        lr: client learning rate of round 1; round r uses ``lr·lr_decay^(r−1)`` (§1 step 5).
-        server_optimizer: partial ``torch.optim`` constructor on θ (§1 step 4).
-        rounds, local_epochs, participation: R, E and C of §1.
-        eval_every: evaluate every this many rounds and at the last round.
+        params: the round's budget and failure rules (:class:`flip.params.FederationParams`).
+        client: local training (:class:`flip.params.ClientParams`).
         seed: the run seed; all random streams derive from it (:mod:`flip.federation.seeding`).
-        recorder: where rows go (``rounds.csv``, loggers).
-        min_clients, max_round_retries, max_loss: failing clients and divergence
-            (:mod:`flip.federation.failures`).
+        executor: where clients train (default :class:`LocalExecutor`, ``engine=local``).
+        recorder: where rows go (``rounds.csv``, loggers); progress: show a progress bar.
         checkpointer: writes the run state after rounds
             (:class:`flip.federation.checkpoint.Checkpointer`); ``None``: no checkpoints.
+        devices: the clients' devices (:class:`flip.devices.Devices`; default: the
+            ``default`` preset for the data's K), which the simulated clock runs on.
+
+    Attributes an algorithm uses: ``net`` (θ, compact after :meth:`compact`), ``masks`` (bool
+    per parameter of ``net``, or ``None``), ``dm``, ``seed``, ``params``, ``client``,
+    ``executor``, ``ledger`` (costs; ``ledger.add_setup`` for set-up work), ``device``,
+    ``devices`` and ``clock`` (:class:`flip.devices.Clock`), ``sim_time`` (simulated seconds
+    so far, ASYNC.md §1), ``participation`` (aggregated updates per client).
     """
 
     def __init__(
@@ -91,85 +58,71 @@ class Federation:
         algorithm,
         *,
         trainer: Callable,
-        client_optimizer: Callable,
-        lr: float,
-        server_optimizer: Callable,
-        rounds: int,
-        local_epochs: int,
-        participation: float,
-        lr_decay: float = 1.0,
-        eval_every: int = 1,
+        params: FederationParams,
+        client: ClientParams,
         seed: int = 0,
+        executor: Executor | None = None,
         recorder: RunRecorder | None = None,
         progress: bool = True,
-        min_clients: int = 1,
-        max_round_retries: int = 2,
-        max_loss: float | None = 1e3,
         checkpointer=None,
+        devices: Devices | None = None,
     ):
         self.dm = datamodule
         self.algorithm = algorithm
         self.trainer_factory = trainer
-        self.client_optimizer = client_optimizer
-        self.lr = lr
-        self.lr_decay = lr_decay
-        self.server_optimizer_factory = server_optimizer
-        self.rounds = rounds
-        self.local_epochs = local_epochs
-        self.participation = participation
-        self.eval_every = eval_every
+        self.params = params
+        self.client = client
+        self.client_optimizer = optimizer_factory(client.optimizer)
         self.seed = seed
+        self.executor = executor or LocalExecutor()
         self.recorder = recorder
         self.progress = progress
-        self.min_clients = min_clients
-        self.max_round_retries = max_round_retries
-        self.max_loss = max_loss
         self.checkpointer = checkpointer
-        self.device = self.trainer_factory(max_epochs=1).strategy.root_device
+        self.device = trainer(max_epochs=1).strategy.root_device
         self.net = net.to(self.device)
         if hasattr(datamodule, "use_device"):  # data.device_data: batches from device tensors
             datamodule.use_device(self.device)
+        self.ledger = CostLedger(self.net, datamodule.example_input())
         self.masks: dict[str, Tensor] | None = None
-        self.removal: dict[str, list[int]] = {}  # units compacted away (see compact())
-        self.index: dict[str, Tensor] | None = None
-        self.exploration = {"flops": 0.0, "bytes": 0, "samples": 0, "clients": 0}
-        self.totals = {"flops": 0.0, "bytes": 0}
+        self.layout: CompactLayout | None = None  # set by compact()
         self.history: list[dict] = []
         self.round = 0  # the last completed round
+        self.devices = devices or build_devices({}, datamodule.num_clients)
+        self.clock = Clock(self.devices, seed)
+        self.sim_time = 0.0  # simulated seconds at the end of the last round (ASYNC.md §1)
+        self.participation = [0] * datamodule.num_clients
+        # the next evaluation times on the simulated-time grids (s): full, validation only
+        self.next_eval = [params.eval_every_s, params.val_every_s]
 
-    # ----- clients -------------------------------------------------------------------------
-    def train_client(
-        self,
-        client: int,
-        net: nn.Module,
-        epochs: int,
-        lr: float,
-        seed: int,
-        masks: dict[str, Tensor] | None = None,
-        callbacks: Sequence = (),
-    ) -> ClientUpdate:
-        """Client ``client`` trains a copy of ``net`` for up to ``epochs`` epochs with a fresh
-        client optimizer at ``lr``; its data order and any augmentation draw from ``seed``."""
-        local = copy.deepcopy(net).train()
-        module = ClientModule(local, self.dm.num_classes, self.client_optimizer, lr, masks)
-        loader = self.dm.client_train_dataloader(client, seed)
-        torch.manual_seed(seed)
-        trainer = self.trainer_factory(max_epochs=epochs, callbacks=list(callbacks))
-        trainer.fit(module, train_dataloaders=loader)
-        n = self.dm.client_num_train(client)
-        extras = {}
-        for cb in callbacks:
-            if hasattr(cb, "client_extras"):
-                extras.update(cb.client_extras())
-        return ClientUpdate(
-            client=client,
-            params={k: v.detach() for k, v in local.named_parameters()},
-            buffers={k: v.detach() for k, v in local.named_buffers()},
-            num_samples=n,
-            samples_processed=n * len(module.epoch_losses),
-            epoch_losses=module.epoch_losses,
-            extras=extras,
-        )
+    def _on_grid(self, which: int) -> bool:
+        every = (self.params.eval_every_s, self.params.val_every_s)[which]
+        if every is None or self.sim_time < self.next_eval[which]:
+            return False
+        while self.next_eval[which] <= self.sim_time:
+            self.next_eval[which] += every
+        return True
+
+    def evaluation_due(self, r: int, last: int) -> tuple[str, ...]:
+        """What round (aggregation) ``r`` evaluates (:data:`~flip.federation.executor.
+        EVAL_SPLITS`, or nothing): everything every ``federation.eval_every``, at ``last``
+        (the budget), when the simulated clock reaches ``federation.max_time_s`` and at the
+        first one past each multiple of ``federation.eval_every_s``; the validation split at
+        the first one past each multiple of ``federation.val_every_s``."""
+        full = self._on_grid(0)
+        val = self._on_grid(1)
+        if full or r % self.params.eval_every == 0 or r == last or self.time_is_up():
+            return EVAL_SPLITS
+        return ("val",) if val else ()
+
+    def time_is_up(self) -> bool:
+        """Whether the simulated clock has reached ``federation.max_time_s``."""
+        budget = self.params.max_time_s
+        return budget is not None and self.sim_time >= budget
+
+    @property
+    def lr(self) -> float:
+        """The client learning rate of round 1 (set-up training uses it, ALGORITHMS.md §2.1)."""
+        return self.client.lr
 
     def set_masks(self, masks: dict[str, Tensor] | None) -> None:
         """Fix the global mask M (bool, per parameter) and apply θ ← θ ⊙ M (§2.3)."""
@@ -178,7 +131,7 @@ class Federation:
 
     def compact(self, removal: dict[str, list[int]]) -> None:
         """Shrink the global network to the smaller dense network without the units of
-        ``removal`` (:func:`flip.pruning.compact`, ALGORITHMS.md §2.2), before round 1.
+        ``removal`` (:class:`flip.pruning.CompactLayout`, ALGORITHMS.md §2.2), before round 1.
 
         The removed units must already be zero under :attr:`masks` (AutoFLIP's structured
         mask), so the compact network computes the same function. From here on clients train
@@ -186,189 +139,67 @@ class Federation:
         server optimizer steps on it, FLOPs are profiled on it and bytes counted on its tensors;
         :meth:`dense_state_dict` writes it back into the dense layout."""
         example = self.dm.example_input().to(self.device)
-        small, self.index = compact(self.net, removal, example)
-        params = dict(self.net.named_parameters())
-        self.dense_template = {  # removed parameters are 0; removed buffers keep their values
-            n: (torch.zeros_like(t) if n in params else t.detach().clone()).cpu()
-            for n, t in self.net.state_dict().items()
-        }
-        self.removal = {k: [int(i) for i in v] for k, v in removal.items()}
-        masks = compact_masks(self.masks, self.index) if self.masks else None
+        small, self.layout = CompactLayout.build(self.net, removal, example)
+        masks = self.layout.masks(self.masks) if self.masks else None
         self.net = small.to(self.device)
         self.set_masks(masks)
-        self.flops = profile_flops(self.net, self.dm.example_input())
+        self.ledger.reprofile(self.net)
+
+    @property
+    def removal(self) -> dict[str, list[int]]:
+        """The units compacted away (empty without compaction)."""
+        return self.layout.removal if self.layout else {}
 
     def dense_state_dict(self) -> dict[str, Tensor]:
         """The global model in the dense network's layout (for export and comparison): the
         compact network's values at their dense positions, zeros for removed parameters.
         Without compaction, the network's own state dict."""
-        if self.index is None:
-            return self.net.state_dict()
-        return expand(self.dense_template, self.net.state_dict(), self.index)
+        state = self.net.state_dict()
+        return self.layout.dense_state_dict(state) if self.layout else state
 
-    def add_exploration_cost(self, update: ClientUpdate) -> None:
-        """Count one explorer: dense model down, D_k up (4 B per entry each), training FLOPs of
-        the dense model over the samples it processed (ALGORITHMS.md §2.1, §4)."""
-        flops = training_flops(self.dense_flops.total, update.samples_processed)
-        self.add_setup_cost(flops, 2 * 4 * self.dense_params, update.samples_processed)
-
-    def add_setup_cost(self, flops: float, nbytes: int, samples: int, clients: int = 1) -> None:
-        """Count work done before round 1 (AutoFLIP's exploration, PruneFL's initial pruning):
-        FLOPs, bytes, samples processed, clients involved. Reported as ``*_exploration`` in the
-        summary and included in the cumulative costs of every round (ALGORITHMS.md §4)."""
-        self.exploration["flops"] += flops
-        self.exploration["bytes"] += int(nbytes)
-        self.exploration["samples"] += int(samples)
-        self.exploration["clients"] += clients
-
-    def model_costs(
-        self, net: nn.Module, masks: dict[str, Tensor] | None
-    ) -> tuple[dict[str, float], float, int, int]:
-        """Costs of sending ``net`` under ``masks`` to one client (ALGORITHMS.md §4).
-
-        ``net`` is the global network (compact after :meth:`compact`) or a smaller sub-model
-        of it (EFLPrune); its FLOPs are profiled with fvcore unless it is the global network.
-        Returns ``(counts, flops per sample, download bytes, upload bytes)``; ``counts`` is
-        :func:`param_counts` with ``params`` = the dense global network's size, so ``density``
-        and ``compression_ratio`` are relative to the dense global model.
-        """
-        profile = self.flops if net is self.net else profile_flops(net, self.dm.example_input())
-        params = {k: p.detach() for k, p in net.named_parameters()}
-        counts = param_counts(params, masks)
-        dense = self.dense_params
-        kept = counts["nonzero_params"]
-        counts.update(
-            params=dense,
-            density=kept / dense,
-            sparsity=1.0 - kept / dense,
-            compression_ratio=dense / kept if kept else math.inf,
-        )
-        down, up = transfer_bytes(params, masks)
-        return counts, effective_flops(profile, masks, net), down, up
-
-    # ----- evaluation ----------------------------------------------------------------------
-    def test(self, loader) -> dict[str, float]:
-        """Loss and :func:`~flip.federation.client.classification_metrics` of the global model."""
-        module = ClientModule(self.net, self.dm.num_classes, self.client_optimizer, 0.0)
-        self.trainer_factory(max_epochs=1).test(module, dataloaders=loader, verbose=False)
-        return module.test_results
-
-    def evaluate(self) -> dict[str, float]:
-        """``global/*`` on the official test split; ``local/*`` over every client's local test
-        set: sample-weighted mean, plain mean and std across clients."""
-        row = {f"global/{k}": v for k, v in self.test(self.dm.test_dataloader()).items()}
-        per_client = [
-            self.test(self.dm.client_test_dataloader(k)) for k in range(self.dm.num_clients)
-        ]
-        n = np.array([self.dm.client_num_test(k) for k in range(self.dm.num_clients)], float)
-        for key in ("acc1", "f1", "loss"):
-            vals = np.array([r[key] for r in per_client])
-            row[f"local/{key}_weighted"] = float((vals * n).sum() / n.sum())
-            if key != "loss":
-                row[f"local/{key}_mean"] = float(vals.mean())
-                row[f"local/{key}_std"] = float(vals.std())
-        return row
-
-    # ----- rounds --------------------------------------------------------------------------
     def run_round(self, r: int) -> dict:
-        """Round ``r`` (1-based) of ALGORITHMS.md §1; returns its row for ``rounds.csv``.
-
-        The algorithm chooses what clients train (``client_model``: the global network and its
-        mask, or a smaller sub-model) and may map each update back (``on_client_update``); the
-        round's FLOPs, bytes, ``model/density`` and ``model/nonzero_params`` are those of what
-        was sent this round, so they follow masks that change between rounds."""
-        start = time.perf_counter()
-        lr = self.lr * self.lr_decay ** (r - 1)
-        net, masks = self.algorithm.client_model(self, r)
-        self.counts, self.flops_per_sample, down, up = self.model_costs(net, masks)
-        # drops failed clients, retries the round if too few succeed
-        got = collect_updates(self, r, lr, net, masks)
-        updates, clients = got.updates, got.clients
-        del net
-        weights = client_weights([u.num_samples for u in updates])
-        params = dict(self.net.named_parameters())
-        delta = pseudo_gradient(
-            {k: p.detach() for k, p in params.items()}, [u.params for u in updates], weights
-        )
-        before = snapshot(self)
-        self.server_opt.zero_grad(set_to_none=False)
-        for name, p in params.items():
-            p.grad = delta[name]
-        self.server_opt.step()
-        self.server_opt.zero_grad(set_to_none=True)
-        apply_masks(self.net, self.masks)
-        if updates[0].buffers:
-            with torch.no_grad():
-                for name, b in average_buffers([u.buffers for u in updates], weights).items():
-                    self.net.get_buffer(name).copy_(b)
-        keep_finite(self, before, r)  # never a non-finite global model
-        self.algorithm.on_round_end(self, r)
-
-        # costs: every sampled client was sent θ; every returned update was trained and sent up
-        samples = sum(u.samples_processed for u in got.returned)
-        flops = training_flops(self.flops_per_sample, samples)
-        self.totals["flops"] += flops
-        bytes_up = up * len(got.returned) + sum(u.extra_bytes_up for u in updates)
-        self.totals["bytes"] += down * got.sampled + bytes_up
-        cum_bytes = self.totals["bytes"] + self.exploration["bytes"]
-        row = {
-            "round": r,
-            "clients/sampled": len(clients),
-            "clients/failed": len(got.failures),
-            "round/retries": got.retries,
-            "lr/client": lr,
-            "train/loss": float(np.average([u.epoch_losses[-1] for u in updates], weights=weights)),
-            "model/nonzero_params": self.counts["nonzero_params"],
-            "model/density": self.counts["density"],
-            "cost/flops_train_round": flops,
-            "cost/flops_train_cum": self.totals["flops"] + self.exploration["flops"],
-            "cost/bytes_down_round": down * got.sampled,
-            "cost/bytes_up_round": bytes_up,
-            "cost/bytes_cum": cum_bytes,
-            "cost/gb_cum": cum_bytes / GB,
-        }
-        if r % self.eval_every == 0 or r == self.rounds:
-            row.update(self.evaluate())
-        row["time/round_s"] = time.perf_counter() - start
-        return row
+        """Round ``r`` (:func:`flip.federation.round.run_round`); returns its row."""
+        return run_round(self, r)
 
     def setup(self, state: dict | None = None) -> None:
-        """Before round 1: dense FLOPs profile, the algorithm's set-up (e.g. AutoFLIP's
-        exploration, mask and compaction), the server optimizer, parameter counts and effective
-        FLOPs. With ``state`` (a :meth:`state_dict`, resuming) the algorithm's set-up is skipped
-        and everything is restored from it instead (the network compacted again first)."""
-        self.dense_flops = self.flops = profile_flops(self.net, self.dm.example_input())
-        self.dense_params = sum(p.numel() for p in self.net.parameters())
+        """Before round 1: the algorithm's set-up (e.g.
+        AutoFLIP's exploration, mask and compaction), the server optimizer, the costs of what
+        round 1 sends. With ``state`` (a :meth:`state_dict`, resuming) the algorithm's set-up is
+        skipped and everything is restored from it instead (the network compacted again first).
+        Client callback kinds the executor cannot build raise ``ConfigError`` first."""
+        self.executor.check(self.algorithm.client_callbacks(self, 1, 0))
         if state is None:
             self.algorithm.setup(self)
         elif state.get("removal"):
             self.compact(state["removal"])
         self.server_opt = build_server_optimizer(
-            self.server_optimizer_factory, self.net.parameters()
+            optimizer_factory(self.params.server_optimizer),
+            list(stepped_tensors(self.net, self.params.buffers).values()),
         )
         if state is not None:
             self.load_state_dict(state)
             return
-        self.counts, self.flops_per_sample, _, _ = self.model_costs(self.net, self.masks)
+        self.ledger.price(self.net, self.masks, self.ledger.flops)
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs after round :attr:`round`: θ and buffers, the masks
         (both in the compact layout after :meth:`compact`), the removed units, the server
-        optimizer's state, the algorithm's state (:meth:`Algorithm.state_dict`), cost
-        totals (rounds and exploration), parameter counts, effective FLOPs per sample and the
-        rows written so far. Tensors are on the device; the random streams need no state
-        (:mod:`flip.federation.seeding`)."""
+        optimizer's state, the algorithm's state (:meth:`Algorithm.state_dict`), the ledger's
+        totals and counts, and the rows written so far. Tensors are on the device; the random
+        streams need no state (:mod:`flip.federation.seeding`). Also the simulated time, the
+        clock's link queues and the participation counts (ASYNC.md §1)."""
         return {
             "round": self.round,
+            "sim_time": self.sim_time,
+            "clock": self.clock.state_dict(),
+            "participation": list(self.participation),
+            "next_eval": list(self.next_eval),
             "net": self.net.state_dict(),
             "masks": self.masks,
             "removal": self.removal,
             "server_optimizer": self.server_opt.state_dict(),
             "algorithm": self.algorithm.state_dict(),
-            "totals": dict(self.totals),
-            "exploration": dict(self.exploration),
-            "counts": dict(self.counts),
-            "flops_per_sample": self.flops_per_sample,
+            **self.ledger.state_dict(),
             "history": [dict(row) for row in self.history],
         }
 
@@ -378,64 +209,69 @@ class Federation:
         self.set_masks(state["masks"])
         self.server_opt.load_state_dict(state["server_optimizer"])
         self.algorithm.load_state_dict(state["algorithm"])
-        self.totals = dict(state["totals"])
-        self.exploration = dict(state["exploration"])
-        self.counts = dict(state["counts"])
-        self.flops_per_sample = state["flops_per_sample"]
+        self.ledger.load_state_dict(state)
         self.history = [dict(row) for row in state["history"]]
         self.round = int(state["round"])
+        self.sim_time = float(state.get("sim_time", 0.0))  # older checkpoints: none
+        if "clock" in state:
+            self.clock.load_state_dict(state["clock"])
+        self.participation = list(state.get("participation", self.participation))
+        self.next_eval = list(state.get("next_eval", self.next_eval))
 
     def fit(self, resume: dict | None = None) -> dict:
-        """:meth:`setup`, then rounds up to R; every row is written as soon as its round ends,
-        then the checkpoint if one is due. ``resume``: a checkpoint
+        """:meth:`setup`, then rounds up to R (or until the simulated clock reaches
+        ``federation.max_time_s``); every row is written as soon as its round ends, then the
+        checkpoint if one is due (and after the last round). ``resume``: a checkpoint
         (:func:`flip.federation.checkpoint.load_checkpoint`) to continue from instead of setting
-        up: its state and random generators are restored. Returns the run's summary (see
-        :meth:`summary`)."""
+        up: its state and random generators are restored. Returns :meth:`summary`."""
         self.setup(resume["federation"] if resume else None)
         if resume:
             set_rng_state(resume["rng"])
-        with RoundProgress(self.rounds, enabled=self.progress, done=self.round) as bar:
-            for r in range(self.round + 1, self.rounds + 1):
+        with RoundProgress(self.params.rounds, enabled=self.progress, done=self.round) as bar:
+            for r in range(self.round + 1, self.params.rounds + 1):
+                if self.time_is_up():
+                    break
                 row = self.run_round(r)
                 self.history.append(row)
                 self.round = r
                 if self.recorder:
                     self.recorder.log_round(row)
                 if self.checkpointer:
-                    self.checkpointer.after_round(self)
+                    self.checkpointer.after_round(self, last=self.time_is_up())
                 bar.update(row)
         return self.summary()
 
     def summary(self) -> dict:
-        """Final and best metrics and the cost totals (ALGORITHMS.md §4), with and without the
-        exploration."""
+        """The run's summary: ``final`` (metrics of the last evaluated round), ``best`` (the
+        round with the highest ``val/acc1``, the first such, with its validation and test
+        accuracy: picked on validation, ALGORITHMS.md §5; empty without a validation split),
+        ``best_test_optimistic`` (the highest test top-1/top-5 over the rounds: picked on the
+        test set, so optimistic), the ledger's ``cost`` block (ALGORITHMS.md §4, with and
+        without the set-up), the algorithm's ``algorithm_info``, the simulated time
+        ``sim_time_s`` and ``participation`` (aggregated updates per client, in client order;
+        ASYNC.md §1)."""
         evaluated = [h for h in self.history if "global/acc1" in h]
         final = {k: v for k, v in evaluated[-1].items() if "/" in k} if evaluated else {}
-        best = (
+        validated = [h for h in evaluated if "val/acc1" in h]
+        best = {}
+        if validated:
+            pick = max(validated, key=lambda h: h["val/acc1"])
+            best = {"picked_on": "val/acc1", "round": pick["round"],
+                    **{k: pick[k] for k in ("val/acc1", "global/acc1", "global/acc5")}}
+        optimistic = (
             {k: max(h[k] for h in evaluated) for k in ("global/acc1", "global/acc5")}
             if evaluated
             else {}
         )
-        explo = self.exploration
         return {
             "algorithm": self.algorithm.name,
             "rounds_completed": len(self.history),
             "clients_failed": sum(h.get("clients/failed", 0) for h in self.history),
             "final": final,
             "best": best,
-            "cost": {
-                **self.counts,
-                "flops_per_sample_dense": self.dense_flops.total,
-                "flops_per_sample_structured": self.flops.total,
-                "flops_per_sample": self.flops_per_sample,
-                "train_flops_rounds": self.totals["flops"],
-                "train_flops_exploration": explo["flops"],
-                "train_flops_total": self.totals["flops"] + explo["flops"],
-                "bytes_rounds": self.totals["bytes"],
-                "bytes_exploration": explo["bytes"],
-                "bytes_total": self.totals["bytes"] + explo["bytes"],
-                "gb_total": (self.totals["bytes"] + explo["bytes"]) / GB,
-                "exploration_clients": explo["clients"],
-                "exploration_samples": explo["samples"],
-            },
+            "best_test_optimistic": optimistic,
+            "cost": self.ledger.summary(),
+            "algorithm_info": self.algorithm.info(self),
+            "sim_time_s": self.sim_time,
+            "participation": list(self.participation),
         }

@@ -6,6 +6,7 @@ from flip.models.init import init_weights
 from flip.models.lstm import NextCharLSTM
 from flip.models.resnet import cifar_resnet18
 from flip.models.twocnn import TwoCNN, femnist_cnn
+from flip.models.vgg import vgg11
 
 __all__ = [
     "NextCharLSTM",
@@ -14,4 +15,5 @@ __all__ = [
     "efficientnet_b3",
     "femnist_cnn",
     "init_weights",
+    "vgg11",
 ]

@@ -2,10 +2,12 @@
 baselines' masks and sub-models (§3)."""
 
 from flip.pruning.compaction import (
+    CompactLayout,
     compact,
     compact_masks,
     expand,
     kept_positions,
+    removal_chain,
     removal_masks,
 )
 from flip.pruning.greedy import (
@@ -13,6 +15,7 @@ from flip.pruning.greedy import (
     greedy_select,
     magnitude_core,
     reconfigure,
+    reconfigure_network,
     swap_pruned,
 )
 from flip.pruning.guidance import guidance_matrix, squared_displacement
@@ -44,6 +47,7 @@ from flip.pruning.submodel import (
 from flip.pruning.threshold import global_threshold, unstructured_mask
 
 __all__ = [
+    "CompactLayout",
     "CompactLSTM",
     "apply_masks",
     "compact",
@@ -70,6 +74,8 @@ __all__ = [
     "prune_lstm_units",
     "random_mask",
     "reconfigure",
+    "reconfigure_network",
+    "removal_chain",
     "removal_masks",
     "scatter_submodel",
     "squared_displacement",

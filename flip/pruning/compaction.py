@@ -28,12 +28,23 @@ from flip.pruning.units import UNIT_LAYERS
 
 Removal = Mapping[str, Sequence[int]]
 
+REMOVALS_ATTR = "compact_removals"
+"""Attribute :func:`compact` sets on its network: the chain of removals it was made with."""
+
 
 def float_tensors(model: nn.Module) -> dict[str, Tensor]:
     """Parameters and floating buffers (batch-norm statistics) of ``model`` by name."""
     out = dict(model.named_parameters())
     out.update((n, b) for n, b in model.named_buffers() if b.is_floating_point())
     return out
+
+
+def removal_chain(net: nn.Module) -> list[dict[str, list[int]]]:
+    """The removals :func:`compact` applied, in order, to turn a network fresh from its
+    constructor into ``net`` (empty for a network never compacted). Replaying them with
+    :func:`compact` on a new network of the same constructor rebuilds ``net``'s architecture
+    (ENGINES.md §3: how a client in another process rebuilds compact networks and sub-models)."""
+    return [dict(r) for r in getattr(net, REMOVALS_ATTR, [])]
 
 
 def _split(model: nn.Module, removal: Removal) -> tuple[dict, dict]:
@@ -92,7 +103,8 @@ def compact(
     ``name``. When ``net`` is masked so that every removed unit is zero (its weights, bias,
     normalisation parameters and every consumer slice, as :func:`removal_masks` gives),
     ``small`` computes the same function (ALGORITHMS.md §2.2). An empty removal gives an
-    equal copy. Raises ``KeyError`` for a key naming no unit group.
+    equal copy. ``small`` records its provenance, ``net``'s :func:`removal_chain` followed by
+    ``removal``. Raises ``KeyError`` for a key naming no unit group.
     """
     tagged = _tagged_prune(net, removal, example_input)
     full = float_tensors(net)
@@ -105,6 +117,8 @@ def compact(
             if not b.is_floating_point():
                 small.get_buffer(n).copy_(b)
     small.train(net.training)
+    applied = {k: sorted(int(i) for i in v) for k, v in removal.items() if len(v)}
+    setattr(small, REMOVALS_ATTR, [*removal_chain(net), applied])
     return small, index
 
 
@@ -158,3 +172,42 @@ def expand(
         t.view(-1)[index[name].reshape(-1).to(t.device)] = small[name].detach().reshape(-1).to(t)
         out[name] = t
     return out
+
+
+class CompactLayout:
+    """How a compact global network maps onto the dense one (ALGORITHMS.md §2.2).
+
+    ``removal``: the units compacted away (``{group key: [unit indices]}``); ``index``: per
+    tensor, the dense flat position of each compact entry (:func:`compact`); ``template``: the
+    dense state dict with removed parameters 0 and removed buffers at their values when
+    compacted (CPU). Built by :meth:`build`; :meth:`dense_state_dict` writes a compact state
+    back into the dense layout, :meth:`masks` gathers dense masks into the compact one.
+    """
+
+    def __init__(self, removal: Removal, index: dict[str, Tensor], template: dict[str, Tensor]):
+        self.removal = {k: [int(i) for i in v] for k, v in removal.items()}
+        self.index = index
+        self.template = template
+
+    @classmethod
+    def build(
+        cls, net: nn.Module, removal: Removal, example_input: Tensor
+    ) -> tuple[nn.Module, CompactLayout]:
+        """``(compact network, layout)`` of ``net`` without the units of ``removal``; the
+        removed units must be zero under the run's mask so the function is unchanged."""
+        small, index = compact(net, removal, example_input)
+        params = dict(net.named_parameters())
+        template = {  # removed parameters are 0; removed buffers keep their values
+            n: (torch.zeros_like(t) if n in params else t.detach().clone()).cpu()
+            for n, t in net.state_dict().items()
+        }
+        return small, cls(removal, index, template)
+
+    def dense_state_dict(self, small: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The compact network's state ``small`` at its dense positions, zeros for removed
+        parameters (the dense layout, for export and comparison)."""
+        return expand(self.template, small, self.index)
+
+    def masks(self, dense_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``dense_masks`` gathered into the compact layout (:func:`compact_masks`)."""
+        return compact_masks(dense_masks, self.index)

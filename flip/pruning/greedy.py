@@ -122,3 +122,36 @@ def swap_pruned(param: Tensor, stored: Tensor, old: Tensor, new: Tensor) -> None
     stored[dropped] = param[dropped]
     param[regrown] = stored[regrown]
     param[~new] = 0
+
+
+def reconfigure_network(
+    net, masks: Mapping[str, Tensor], importance: Mapping[str, Tensor],
+    times: Mapping[str, float], stored: Mapping[str, Tensor], dtp: float, round_overhead_s: float,
+) -> dict[str, Tensor]:
+    """One PruneFL reconfiguration of ``net`` (an ``nn.Module``) under ``masks`` (bool per
+    prunable tensor), in place (ALGORITHMS.md §3.1 step 3).
+
+    ``importance``: z per parameter name (tensors missing from it count as 0); ``times``:
+    seconds one parameter of each tensor costs per round (:func:`flip.metrics.time_model.
+    parameter_times`); ``round_overhead_s``: T0. The tensors that are not in ``masks`` are
+    always kept: their z and their time start the greedy search. Returns the new masks;
+    :func:`swap_pruned` applies them to ``net``, regrown entries taking back their value from
+    ``stored`` and newly pruned ones saving theirs there.
+    """
+    params = dict(net.named_parameters())
+    fixed = [n for n in params if n not in masks]
+    base_importance = sum(float(importance[n].sum()) for n in fixed if n in importance)
+    base_time = round_overhead_s + sum(times[n] * params[n].numel() for n in fixed)
+    zeros = {n: torch.zeros_like(params[n]) for n in masks if n not in importance}
+    new = reconfigure(
+        {n: params[n] for n in masks},
+        masks,
+        {**importance, **zeros},
+        times,
+        dtp,
+        base_importance,
+        base_time,
+    )
+    for n, m in new.items():
+        swap_pruned(params[n].data, stored[n], masks[n], m)
+    return new

@@ -39,22 +39,18 @@ def prunable_names(model: nn.Module, scope: str = "weights") -> list[str]:
     return names
 
 
-def structured_removal(
-    model: nn.Module, guidance: Mapping[str, Tensor], tau: float, example_input: Tensor
-) -> dict[str, list[int]]:
-    """The units whose mean G over their fan-in weights is ≤ τ (ALGORITHMS.md §2.2), as a
-    removal of :mod:`flip.pruning.compaction`: ``{group key: sorted unit indices}``.
+def unit_scores(
+    model: nn.Module, guidance: Mapping[str, Tensor], example_input: Tensor
+) -> dict[str, Tensor]:
+    """The mean G over each unit's fan-in weights, per unit group (ALGORITHMS.md §2.2):
+    ``{group key: float tensor (units,)}``.
 
     Conv/Linear groups come from :func:`flip.pruning.units.unit_groups` (keyed by root layer
     name; coupled producers, e.g. channels joined by a residual sum, pool their fan-in G);
     LSTM layers from :func:`flip.pruning.lstm_units.lstm_unit_scores` (keyed
-    ``"{lstm}.l{k}"``). A group whose units would all go keeps its strongest one, so the
-    layer stays connected. Units of the output layer are never removed, the first layer's
-    input channels are no units. ``example_input``: one batch ``(B, *input_shape)`` for
-    tracing. τ = −∞ (Tp = 0) removes nothing.
+    ``"{lstm}.l{k}"``). Units of the output layer are no units here, nor the first layer's
+    input channels. ``example_input``: one batch ``(B, *input_shape)`` for tracing.
     """
-    if tau == float("-inf"):
-        return {}
     names = {m: n for n, m in model.named_modules()}
 
     def fan_in_sum(name: str, layer: nn.Module) -> Tensor:
@@ -68,6 +64,16 @@ def structured_removal(
         from flip.pruning.lstm_units import lstm_unit_scores
 
         scores.update(lstm_unit_scores(model, guidance))
+    return scores
+
+
+def removal_at(scores: Mapping[str, Tensor], tau: float) -> dict[str, list[int]]:
+    """The units of ``scores`` (:func:`unit_scores`) whose score is ≤ τ, as a removal of
+    :mod:`flip.pruning.compaction`: ``{group key: sorted unit indices}``. A group whose units
+    would all go keeps its strongest one, so the layer stays connected. τ = −∞ (Tp = 0)
+    removes nothing."""
+    if tau == float("-inf"):
+        return {}
     removal = {}
     for key, s in scores.items():
         removed = torch.nonzero(s.cpu() <= tau).flatten().tolist()
@@ -76,6 +82,16 @@ def structured_removal(
         if removed:
             removal[key] = removed
     return removal
+
+
+def structured_removal(
+    model: nn.Module, guidance: Mapping[str, Tensor], tau: float, example_input: Tensor
+) -> dict[str, list[int]]:
+    """The units whose mean G over their fan-in weights is ≤ τ (ALGORITHMS.md §2.2):
+    :func:`removal_at` of :func:`unit_scores`. τ = −∞ (Tp = 0) removes nothing."""
+    if tau == float("-inf"):
+        return {}
+    return removal_at(unit_scores(model, guidance, example_input), tau)
 
 
 def structured_mask(

@@ -22,7 +22,15 @@ RECORD = struct.Struct("<IHB")
 BLOCK = 32768
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 _CRC_SEED = [zlib.crc32(bytes([t])) & 0xFFFFFFFF for t in range(LAST + 1)]
-SUMMARY_GROUPS = ("final", "best", "cost", "data")
+SUMMARY_GROUPS = (
+    "final",
+    "best",
+    "best_test_optimistic",
+    "cost",
+    "data",
+    "algorithm_info",
+    "provenance",
+)
 """Top-level keys of flip's ``summary.json`` that hold dicts (flattened one level in W&B)."""
 
 
@@ -98,7 +106,8 @@ def read_offline_run(path: str | Path) -> dict:
 def nested_summary(flat: dict) -> dict:
     """flip's ``summary.json`` layout from a flat W&B summary: ``cost/gb_total`` →
     ``{"cost": {"gb_total": ...}}``, ``final/global/acc1`` → ``{"final": {"global/acc1":
-    ...}}``; W&B's own keys (``_runtime``, ...) and per-round keys are dropped."""
+    ...}}`` (each of :data:`SUMMARY_GROUPS`); W&B's own keys (``_runtime``, ...) and
+    per-round keys are dropped."""
     out: dict = {}
     for key, value in flat.items():
         head, _, rest = key.partition("/")
