@@ -1,0 +1,128 @@
+"""Published comparisons, made reproducibly: ``python -m flip.results results/NAME``.
+
+``results/NAME/spec.yaml`` says what the comparison runs (issue 11, ALGORITHMS.md §5)::
+
+    title: one line
+    base: [experiment=fmnist_compare, logger=none]       # overrides every run shares
+    seeds: [1, 2, 3]
+    runs:                                                # label: its own overrides
+      fedavg: [algorithm=fedavg]
+      random: [algorithm=random, "random_pruning.reference_run={logs}/autoflip_seed{seed}"]
+    reuse: {autoflip: fmnist_compare/autoflip}           # finished runs of another spec
+    analysis: [compare]                                  # or [ablation, --by, KEY]
+
+For every label and seed the driver runs ``python -m flip <base> <overrides> seed=<seed>`` into
+``logs/results/NAME/<label>_seed<seed>`` in its own process: a run that finished
+(``summary.json``) is skipped, one that stopped after a checkpoint is continued with ``resume=``
+(so a long comparison spans sessions), ``{logs}`` and ``{seed}`` in overrides are filled in;
+``--jobs N`` runs N of them at once (one process each; on 2 CPU cores set ``OMP_NUM_THREADS=1``,
+as ``make compare-async`` does). ``reuse`` takes the finished runs of another spec (same code,
+same setting) instead of running them again. Then each run's ``config.yaml``, ``summary.json``
+and ``rounds.csv`` are copied to ``results/NAME/runs/<label>_seed<seed>/``, ``provenance.json``
+records the commit, the machine and the command, and the analysis (``flip.analysis.compare`` or
+``flip.analysis.ablation``) writes its tables and plots into ``results/NAME/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from flip.provenance import provenance
+
+LOGS = Path("logs/results")
+KEPT = ("config.yaml", "summary.json", "rounds.csv")
+
+
+def load_spec(folder: Path) -> dict:
+    """``folder/spec.yaml`` with its defaults (``seeds`` [1, 2, 3], ``reuse`` {}).
+
+    Raises:
+        SystemExit: no spec there, or a label that is neither run nor reused.
+    """
+    path = folder / "spec.yaml"
+    if not path.is_file():
+        raise SystemExit(f"flip: {path} not found (a results folder holds its spec.yaml)")
+    spec = yaml.safe_load(path.read_text())
+    spec.setdefault("seeds", [1, 2, 3])
+    spec.setdefault("reuse", {})
+    spec.setdefault("runs", {})
+    spec.setdefault("analysis", ["compare"])
+    return spec
+
+
+def run_one(name: str, label: str, seed: int, overrides: list[str]) -> Path:
+    """Run (or continue, or skip) one run; returns its directory."""
+    out = LOGS / name / f"{label}_seed{seed}"
+    if (out / "summary.json").is_file():
+        return out
+    filled = [o.format(logs=str(LOGS / name), seed=seed) for o in overrides]
+    cmd = [sys.executable, "-m", "flip", *filled, f"seed={seed}", f"hydra.run.dir={out}"]
+    if any((out / "checkpoints").glob("round_*.pt")):
+        cmd.append(f"resume={out}")
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def collect(run_dir: Path, dest: Path) -> None:
+    """Copy a finished run's ``config.yaml``, ``summary.json`` and ``rounds.csv`` to ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        shutil.copy2(run_dir / name, dest / name)
+
+
+def make(folder: Path, analyse_only: bool = False, jobs: int = 1) -> None:
+    """Run every missing run of ``folder``'s spec (``jobs`` at a time), collect the runs, run
+    the analysis."""
+    spec = load_spec(folder)
+    name = folder.name
+    runs = folder / "runs"
+    done = {}
+    todo = [(seed, label, overrides) for seed in spec["seeds"]
+            for label, overrides in spec["runs"].items()]
+    if analyse_only:
+        results = [LOGS / name / f"{label}_seed{seed}" for seed, label, _ in todo]
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(
+                lambda t: run_one(name, t[1], t[0], [*spec["base"], *t[2]]), todo))
+    for (seed, label, _), run_dir in zip(todo, results, strict=True):
+        done[f"{label}_seed{seed}"] = run_dir
+    for seed in spec["seeds"]:
+        for label, source in spec["reuse"].items():
+            other, other_label = source.split("/")
+            done[f"{label}_seed{seed}"] = LOGS / other / f"{other_label}_seed{seed}"
+    for key, run_dir in done.items():
+        if (run_dir / "summary.json").is_file():
+            collect(run_dir, runs / key)
+    command = f"python -m flip.results {folder}" + (f" --jobs {jobs}" if jobs > 1 else "")
+    record = {"spec": spec, "command": command,
+              "runs": sorted(done), **provenance()}
+    (folder / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    tool, *args = spec["analysis"]
+    subprocess.run([sys.executable, "-m", f"flip.analysis.{tool}", str(runs), "--out",
+                    str(folder), *args], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="results/NAME folders (with spec.yaml)")
+    ap.add_argument("--analyse-only", action="store_true",
+                    help="collect finished runs and redo the tables and plots; run nothing")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    args = ap.parse_args(argv)
+    for folder in args.folders:
+        make(folder, args.analyse_only, args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
