@@ -104,9 +104,12 @@ def make(folder: Path, analyse_only: bool = False, jobs: int = 1) -> None:
         if (run_dir / "summary.json").is_file():
             collect(run_dir, runs / key)
     command = f"python -m flip.results {folder}" + (f" --jobs {jobs}" if jobs > 1 else "")
-    record = {"spec": spec, "command": command,
-              "runs": sorted(done), **provenance()}
-    (folder / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    record = {"spec": spec, "command": command, "runs": sorted(done), **provenance()}
+    made = folder / "provenance.json"
+    if analyse_only and made.is_file():  # the runs' record stays; the re-analysis is added
+        record = {**json.loads(made.read_text()),
+                  "analysed": {"command": f"{command} --analyse-only", **provenance()}}
+    made.write_text(json.dumps(record, indent=2) + "\n")
     tool, *args = spec["analysis"]
     subprocess.run([sys.executable, "-m", f"flip.analysis.{tool}", str(runs), "--out",
                     str(folder), *args], check=True)

@@ -11,8 +11,8 @@ from compose import compose_cfg
 from fixtures_data import write_tiny_mnist
 
 from flip.analysis.compare import compare
-from flip.analysis.dashboard import _series
-from flip.analysis.runs import Run
+from flip.analysis.curves import band
+from flip.analysis.rows import Run
 from flip.train import train
 
 
@@ -58,7 +58,7 @@ def test_time_to_target_is_read_on_validation_and_participation_counted(runs, tm
     assert got["fedasync"]["updates_max"] > got["fedasync"]["updates_min"]  # fast clients more
     assert got["fedavg"]["updates_max"] == got["fedavg"]["updates_min"]  # every client, each round
     table = (tmp_path / "comparison.md").read_text()
-    assert "Sim. seconds to 15% (val)" in table and "Updates/client max" in table
+    assert "Sim. time to 15% val top-1" in table and "Updates per client, most" in table
     assert (tmp_path / "accuracy_time.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -67,15 +67,17 @@ def test_asynchronous_seeds_are_averaged_by_evaluation():
     about the same simulated times: their curves are averaged evaluation by evaluation (the
     k-th of each, up to the shortest run), not dropped for want of a common round."""
     def run(seed, points):
-        curve = [{"round": r, "time_s": t, "acc1": a} for r, t, a in points]
+        curve = [{"round": r, "sim_time": t, "acc1": a} for r, t, a in points]
         return Run(Path(f"r{seed}"), "fedasync", seed, None, {}, curve, label="fedasync")
 
     a = run(1, [(5, 20.1, 0.5), (9, 40.2, 0.6), (14, 60.0, 0.7), (18, 80.3, 0.8)])
     b = run(2, [(6, 20.3, 0.3), (10, 40.0, 0.4), (13, 60.4, 0.5)])
-    x, y, std = _series([a, b], "time_s", "acc1")
+    b_ab = band([a, b], "sim_time", "acc1")
+    x, y, std = b_ab.x, b_ab.y, b_ab.std
     assert x.tolist() == pytest.approx([20.2, 40.1, 60.2])
     assert y.tolist() == pytest.approx([40.0, 50.0, 60.0])
     assert std.tolist() == pytest.approx([100 * 0.2 / 2 ** 0.5] * 3)
     same = run(3, [(5, 20.0, 0.1), (9, 40.0, 0.2)])  # common rounds: aligned by round
-    x, y, _ = _series([a, same], "round", "acc1")
+    b_same = band([a, same], "round", "acc1")
+    x, y = b_same.x, b_same.y
     assert x.tolist() == [5, 9] and y.tolist() == pytest.approx([30.0, 40.0])

@@ -43,7 +43,7 @@ PERCENT = {"acc1", "acc5", "val_acc1", "density"}
 @dataclass
 class Band:
     """One label's mean curve: ``rounds``, mean ``x``, mean ``y``, ``std`` of y (None for
-    one seed) over the ``n`` seeds, at the rounds where every seed has both values."""
+    one seed) over the ``n`` seeds, aligned as :func:`band` says."""
 
     rounds: np.ndarray
     x: np.ndarray
@@ -76,16 +76,28 @@ def seed_curve(run: Run, xkey: str, ykey: str) -> tuple[list[int], list[float], 
 
 
 def band(group: list[Run], xkey: str, ykey: str) -> Band | None:
-    """The mean curve of ``group`` (one label's seeds), or None when no round has values in
-    every seed."""
+    """The mean curve of ``group`` (one label's seeds), or None when a seed has no values.
+
+    Seeds are aligned by round where they share rounds that every seed evaluated (synchronous
+    runs). Asynchronous seeds evaluate after different aggregations (ASYNC.md §3: 5, 9, 14 in one
+    seed, 6, 10, 13 in another), at about the same simulated times, so with no round common to
+    all seeds their evaluations are aligned by index instead: the k-th of each, up to the
+    shortest run; x is then the mean of the seeds' x (and ``rounds`` the first seed's rounds).
+    """
     per_run = []
     for run in group:
         rounds, xs, ys = seed_curve(run, xkey, ykey)
         per_run.append({k: (x, y) for k, x, y in zip(rounds, xs, ys, strict=True)})
-    rounds = sorted(set.intersection(*(set(d) for d in per_run))) if per_run else []
-    if not rounds:
+    if not per_run or not all(per_run):
         return None
-    xs = np.array([[d[k][0] for k in rounds] for d in per_run], float)
-    ys = np.array([[d[k][1] for k in rounds] for d in per_run], float)
+    rounds = sorted(set.intersection(*(set(d) for d in per_run)))
+    if rounds:
+        xs = np.array([[d[k][0] for k in rounds] for d in per_run], float)
+        ys = np.array([[d[k][1] for k in rounds] for d in per_run], float)
+    else:
+        n = min(len(d) for d in per_run)
+        rounds = sorted(per_run[0])[:n]
+        xs = np.array([[d[k][0] for k in sorted(d)[:n]] for d in per_run], float)
+        ys = np.array([[d[k][1] for k in sorted(d)[:n]] for d in per_run], float)
     std = ys.std(0, ddof=1) if len(group) > 1 else None
     return Band(np.array(rounds), xs.mean(0), ys.mean(0), std, len(group))
