@@ -224,8 +224,7 @@ def train(cfg: DictConfig, executor: Executor | None = None) -> dict:
     dm = build_datamodule(cfg)
     fed_params = replace(fed_params, num_clients=dm.num_clients)  # natural partitions: K = users
     devices = build_devices(to_dict(cfg.get("devices") or {}), dm.num_clients)
-    if getattr(algorithm, "asynchronous", False):
-        algorithm.check_data(dm)
+    algorithm.check_data(dm)  # settings the data's K cannot satisfy, before anything is written
     run_cfg = OmegaConf.merge(
         cfg, {"output_dir": str(out_dir), "federation": {"num_clients": dm.num_clients}}
     )

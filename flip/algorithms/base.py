@@ -17,6 +17,9 @@ class Algorithm:
     """Hooks of :class:`flip.federation.Federation`. The base class is FedAvg: no mask, no
     set-up, every round exactly ALGORITHMS.md §1.
 
+    ``check_data(dm)`` refuses settings the data module cannot satisfy (``ConfigError``, e.g.
+    more than its K clients); :func:`flip.train.train` calls it once the data is set up,
+    before anything is written or trained;
     ``setup(fed)`` runs once before round 1 (it may train clients through
     ``fed.executor.train``, set ``fed.set_masks``, replace ``fed.net``'s values and count
     costs with ``fed.ledger.add_setup``);
@@ -36,6 +39,9 @@ class Algorithm:
 
     def __init__(self, name: str = "fedavg"):
         self.name = name
+
+    def check_data(self, dm) -> None:
+        pass
 
     def setup(self, fed: Federation) -> None:
         pass
