@@ -20,7 +20,8 @@ from federation_helpers import tiny_federation
 from test_exploration import ShiftExecutor
 
 from flip.algorithms import AutoFLIP
-from flip.algorithms.autoflip import GUIDANCE_NOISE_STREAM, ExplorationParams
+from flip.algorithms.autoflip import GUIDANCE_NOISE_STREAM
+from flip.algorithms.autoflip_params import ExplorationParams
 from flip.data.datasets import DEBIAN_FMNIST_DIR
 from flip.errors import ConfigError
 from flip.federation.seeding import derive_seed

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flip.algorithms.autoflip_params import ExplorationParams, PruningParams
 from flip.algorithms.base import Algorithm
 from flip.errors import TrainingStopped
 from flip.federation.callbacks import CallbackSpec
@@ -17,11 +16,9 @@ from flip.federation.executor import ClientJob, ClientUpdate
 from flip.federation.failures import first_nonfinite
 from flip.federation.seeding import EXPLORATION, derive_seed
 from flip.metrics.costs import BYTES_PER_VALUE
-from flip.params import POS_INT, check, check_bool, check_choice, from_node, is_int, is_number
+from flip.params import check_choice, from_node
 from flip.pruning import guidance_matrix, squared_displacement
 from flip.pruning.guidance_robust import (
-    AGGREGATES,
-    ATTACKS,
     add_gaussian_noise,
     aggregate_displacements,
     attack_displacement,
@@ -46,157 +43,6 @@ GUIDANCE_NOISE_STREAM = 4004
 EXPLORATION_WAVE = 32
 """Explorers trained per executor call: the explorers are one cohort, sent in waves of this
 size so that no more than this many explorers' weights are held at once (FEMNIST has ~3,500)."""
-
-
-@dataclass(frozen=True)
-class PruningParams:
-    """AutoFLIP's mask (``pruning.*``, ALGORITHMS.md §2.2).
-
-    ``threshold``: Tp ∈ [0, 1), the quantile of the guidance matrix G over the prunable entries
-    used as the threshold τ (paper 0.30). Tp is not the sparsity: the unstructured mask prunes
-    the entries with G ≤ τ (a fraction Tp), the structured part then removes whole units and
-    their consumers' inputs, so the hybrid mask's density is below 1 − Tp (the summary reports
-    it). ``target_density``: ``None``, or the fraction of all parameters the hybrid mask
-    should keep: Tp is then found by bisection so the density is within
-    :data:`DENSITY_TOLERANCE` of it (``threshold`` is ignored; the Tp chosen is logged and
-    reported). ``structured``: also remove whole filters/neurons/LSTM units whose mean G ≤ τ;
-    ``scope``: ``weights`` (Conv/Linear/LSTM/Embedding weights) or ``all`` (every tensor, as
-    the released code did); ``compact``: train the physically smaller network. Raises
-    ``ConfigError`` naming the field.
-    """
-
-    threshold: float = 0.3
-    structured: bool = True
-    scope: str = "weights"
-    compact: bool = True
-    target_density: float | None = None
-
-    def __post_init__(self):
-        check("pruning.threshold", self.threshold,
-              is_number(self.threshold) and 0.0 <= self.threshold < 1.0,
-              "a fraction Tp with 0 <= Tp < 1")
-        check_choice("pruning.scope", self.scope, ("weights", "all"))
-        check_bool("pruning.structured", self.structured)
-        check_bool("pruning.compact", self.compact)
-        check("pruning.target_density", self.target_density, self.target_density is None
-              or (is_number(self.target_density) and 0 < self.target_density <= 1),
-              "null or a density in (0, 1]")
-
-
-@dataclass(frozen=True)
-class PrivacyParams:
-    """Private guidance (``exploration.privacy.*``; docs/robust-guidance.md): the Gaussian
-    mechanism on the sum of the explorers' reports (Dwork & Roth 2014, §3.5.3).
-
-    ``noise_multiplier`` σ ≥ 0 (0: off, the exact non-private guidance of ALGORITHMS.md §2.1);
-    ``clip`` C > 0, the L2 norm each explorer's D_k (flattened over all guided tensors) is
-    clipped to, required when σ > 0 (D_k's scale depends on the model and the data, so there
-    is no default); ``delta`` δ ∈ (0, 1) at which ε is reported (from ``dp-accounting``'s
-    RDP accountant, :func:`flip.pruning.guidance_robust.gaussian_epsilon`). Raises
-    ``ConfigError`` naming the field."""
-
-    noise_multiplier: float = 0.0
-    clip: float | None = None
-    delta: float = 1e-5
-
-    def __post_init__(self):
-        check("exploration.privacy.noise_multiplier", self.noise_multiplier,
-              is_number(self.noise_multiplier) and self.noise_multiplier >= 0,
-              "a noise multiplier sigma >= 0 (0: no noise, no clipping)")
-        if self.enabled:
-            check("exploration.privacy.clip", self.clip,
-                  is_number(self.clip) and self.clip > 0,
-                  "an L2 norm C > 0 (required when exploration.privacy.noise_multiplier > 0)")
-        else:
-            check("exploration.privacy.clip", self.clip,
-                  self.clip is None or (is_number(self.clip) and self.clip > 0),
-                  "null or an L2 norm C > 0")
-        check("exploration.privacy.delta", self.delta,
-              is_number(self.delta) and 0 < self.delta < 1, "a probability 0 < delta < 1")
-
-    @property
-    def enabled(self) -> bool:
-        return self.noise_multiplier > 0
-
-
-@dataclass(frozen=True)
-class ExplorationParams:
-    """AutoFLIP's federated loss exploration (``exploration.*``, ALGORITHMS.md §2.1):
-    ``client_fraction`` (explorers / K, in (0, 1]; paper 1.0), ``epochs`` (at most, paper 150),
-    ``patience`` (early stop after this many epochs without a lower epoch-mean training loss,
-    paper 40).
-
-    What the server makes of the explorers' D_k (docs/robust-guidance.md;
-    :mod:`flip.pruning.guidance_robust`): ``aggregate`` ``mean`` (§2.1, default),
-    ``median`` or ``trimmed_mean`` (coordinate-wise, Yin et al., ICML 2018) with ``trim`` the
-    fraction dropped from each end (0 ≤ trim < 0.5); ``privacy`` (:class:`PrivacyParams` or
-    its mapping): clipping and Gaussian noise on the sum, which needs ``aggregate: mean``
-    (the sensitivity C of a sum of clipped reports is what the noise is calibrated to; a
-    median's or trimmed mean's is not bounded by C alone); ``attack`` ``none``, ``scaled``,
-    ``inverted`` or ``random`` for the ``attack_fraction`` of the explorers that are
-    malicious (simulated on the server), ``attack_scale`` the factor of ``scaled``.
-
-    Raises ``ConfigError`` naming the field: out-of-range values, an unknown aggregate or
-    attack, privacy with another aggregate than the mean, an ``attack_fraction`` > 0 with
-    ``attack: none``. Median and trimmed mean need at least two explorers: checked once K is
-    known (:meth:`check_explorers`)."""
-
-    client_fraction: float = 1.0
-    epochs: int = 150
-    patience: int = 40
-    aggregate: str = "mean"
-    trim: float = 0.1
-    privacy: PrivacyParams | dict | None = None
-    attack: str = "none"
-    attack_fraction: float = 0.0
-    attack_scale: float = 1e6
-
-    def __post_init__(self):
-        check("exploration.client_fraction", self.client_fraction,
-              is_number(self.client_fraction) and 0.0 < self.client_fraction <= 1.0,
-              "a fraction in (0, 1]")
-        check("exploration.epochs", self.epochs, is_int(self.epochs) and self.epochs >= 1,
-              POS_INT)
-        check("exploration.patience", self.patience,
-              is_int(self.patience) and self.patience >= 1, POS_INT)
-        check_choice("exploration.aggregate", self.aggregate, AGGREGATES)
-        check("exploration.trim", self.trim, is_number(self.trim) and 0.0 <= self.trim < 0.5,
-              "a fraction trimmed from each end, 0 <= trim < 0.5")
-        if not isinstance(self.privacy, PrivacyParams):
-            check("exploration.privacy", self.privacy,
-                  self.privacy is None or isinstance(self.privacy, Mapping),
-                  "a mapping with the keys noise_multiplier, clip, delta")
-            object.__setattr__(self, "privacy",
-                               from_node(PrivacyParams, self.privacy, "exploration.privacy"))
-        if self.privacy.enabled:
-            check("exploration.aggregate", self.aggregate, self.aggregate == "mean",
-                  "mean (when exploration.privacy.noise_multiplier > 0)",
-                  "The noise is calibrated to the sum of the clipped reports (sensitivity C); "
-                  "a median's or trimmed mean's sensitivity is not bounded by C.")
-        check_choice("exploration.attack", self.attack, ATTACKS)
-        check("exploration.attack_fraction", self.attack_fraction,
-              is_number(self.attack_fraction) and 0.0 <= self.attack_fraction <= 1.0,
-              "a fraction of the explorers in [0, 1]")
-        check("exploration.attack", self.attack,
-              self.attack != "none" or self.attack_fraction == 0,
-              ", ".join(a for a in ATTACKS if a != "none")
-              + f" (exploration.attack_fraction={self.attack_fraction} > 0)",
-              "Set exploration.attack_fraction=0 for a run without malicious explorers.")
-        check("exploration.attack_scale", self.attack_scale,
-              is_number(self.attack_scale) and self.attack_scale > 0, "a finite factor > 0")
-
-    def explorer_count(self, num_clients: int) -> int:
-        """max(1, round(client_fraction · K)), round half up (§2.1)."""
-        return max(1, int(self.client_fraction * num_clients + 0.5))
-
-    def check_explorers(self, num_clients: int) -> None:
-        """Refuse ``median``/``trimmed_mean`` with a single explorer (``ConfigError`` naming
-        ``exploration.aggregate``): one report has no majority to be robust with."""
-        n = self.explorer_count(num_clients)
-        check("exploration.aggregate", self.aggregate, self.aggregate == "mean" or n >= 2,
-              f"mean (with {n} explorer: exploration.client_fraction={self.client_fraction} "
-              f"of K={num_clients} clients)",
-              "median and trimmed_mean need at least 2 explorers.")
 
 
 class AutoFLIP(Algorithm):
