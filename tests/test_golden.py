@@ -9,7 +9,10 @@ FLOPs exactly; learned metrics and losses within 1e-3 relative. On the machine a
 count that wrote them they are equal to the last bit; float kernels round differently on
 another CPU or with another number of threads (one thread instead of two moved PruneFL's losses
 by about 1e-4 after its initial pruning), while a change of the algorithm moves them by far
-more.
+more. PruneFL's mask is a ranking of float importances, so on another CPU a few near-tied
+entries can swap (7 of its 530,783 kept parameters on an Intel Xeon against the AMD EPYC that
+wrote the files): its mask-derived counts (``model/``, ``cost/``) are held to 1e-4 relative,
+every other algorithm's to the last unit.
 """
 
 import csv
@@ -52,10 +55,18 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def same(key: str, got: str, want: str) -> bool:
+RANKED = ("model/", "cost/")
+"""Counts that follow a mask chosen by ranking floats (PruneFL's reconfiguration)."""
+
+
+def same(key: str, got: str, want: str, ranked_mask: bool = False) -> bool:
     if got == want:
         return True
-    if not got or not want or key.startswith(EXACT):
+    if not got or not want:
+        return False
+    if ranked_mask and key.startswith(RANKED):
+        return math.isclose(float(got), float(want), rel_tol=1e-4)
+    if key.startswith(EXACT):
         return False
     return math.isclose(float(got), float(want), rel_tol=1e-3, abs_tol=1e-9)
 
@@ -68,9 +79,14 @@ def test_rounds_equal_the_code_before_the_seam(algorithm, tmp_path):
     assert len(got) == len(want) == 2
     for g, w in zip(got, want, strict=True):
         assert set(w) <= set(g)  # columns added since keep the old ones
-        bad = {k: (g[k], w[k]) for k in w if not same(k, g[k], w[k])}
+        bad = {k: (g[k], w[k]) for k in w
+               if not same(k, g[k], w[k], algorithm == "prunefl")}
         assert not bad, f"{algorithm} round {w['round']}: {bad}"
     golden = json.loads((GOLDEN / f"{algorithm}.summary.json").read_text())
-    assert {k: summary["cost"][k] for k in golden["cost"]} == golden["cost"]
+    for key, value in golden["cost"].items():
+        if algorithm == "prunefl":
+            assert math.isclose(summary["cost"][key], value, rel_tol=1e-4), key
+        else:
+            assert summary["cost"][key] == value, key
     for key, value in golden["best"].items():  # the old "best" was picked on the test set
         assert math.isclose(summary["best_test_optimistic"][key], value, rel_tol=1e-3)
