@@ -36,10 +36,11 @@ def cpu_name() -> str:
 
 def provenance(device: torch.device | str | None = None) -> dict:
     """``commit`` (git HEAD of flip's checkout, or None outside one), ``dirty`` (whether
-    tracked files differ from it), ``machine`` (architecture), ``cpu``, ``cores``, ``torch``
-    and ``device`` (the training device, with the GPU's name on CUDA)."""
+    tracked files outside ``results/`` differ from it: a results driver rewriting its own
+    committed outputs does not make the code dirty), ``machine`` (architecture), ``cpu``,
+    ``cores``, ``torch`` and ``device`` (the training device, with the GPU's name on CUDA)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     name = str(device)
     if device.type == "cuda":
         name = f"{device} ({torch.cuda.get_device_name(device)})"

@@ -198,3 +198,24 @@ def test_validation_fraction_must_match(tmp_path):
     write_run(tmp_path / "runs" / "fedavg_3", "fedavg", 3, *FEDAVG[1])
     with pytest.raises(IncomparableRunsError, match="validation fraction differs"):
         compare([*dirs, tmp_path / "runs" / "fedavg_3"], tmp_path / "out")
+
+
+def test_random_pruning_runs_referring_to_their_seeds_autoflip_run_are_one_row(tmp_path):
+    """Random pruning at the density of "the AutoFLIP run of the same seed" names a different
+    ``reference_run`` per seed. Those runs are one row "random" with 2 seeds, not two
+    one-seed rows that make the comparison refuse itself (which stopped
+    results/fmnist_compare's analysis); a real setting that differs still splits rows."""
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        write_run(root / f"fedavg_{seed}", "fedavg", seed, [0.5, 0.6], [0.5, 0.61])
+        write_run(root / f"random_{seed}", "random", seed, [0.4, 0.5], [0.4, 0.52],
+                  density=0.5, config={"algorithm.reference_run": f"logs/autoflip_seed{seed}"})
+    rows = {r["label"]: r for r in compare([root], tmp_path / "out")}
+    assert set(rows) == {"fedavg", "random"}
+    assert rows["random"]["runs"] == 2
+
+    for seed in (1, 2):
+        write_run(root / f"random_d_{seed}", "random", seed, [0.4, 0.5], [0.4, 0.52],
+                  density=0.3, config={"algorithm.density": 0.3})
+    labels = {r["label"] for r in compare([root], tmp_path / "out")}
+    assert labels == {"fedavg", "random (density=None)", "random (density=0.3)"}

@@ -23,7 +23,8 @@ class PruningParams:
     it). ``target_density``: ``None``, or the fraction of all parameters the hybrid mask
     should keep: Tp is then found by bisection so the density is within
     :data:`flip.algorithms.autoflip.DENSITY_TOLERANCE` of it (``threshold`` is ignored; the Tp
-    chosen is logged and reported). ``structured``: also remove whole filters/neurons/LSTM units whose mean G ≤ τ;
+    chosen is logged and reported). ``structured``: also remove whole filters/neurons/LSTM
+    units whose mean G ≤ τ;
     ``scope``: ``weights`` (Conv/Linear/LSTM/Embedding weights) or ``all`` (every tensor, as
     the released code did); ``compact``: train the physically smaller network. Raises
     ``ConfigError`` naming the field.

@@ -217,14 +217,20 @@ def _leaves(node: dict, prefix: str = "") -> dict:
     return out
 
 
+#: Algorithm settings that name another run of the same seed (random pruning's
+#: ``reference_run``, the AutoFLIP run whose density it matches): they differ from seed to
+#: seed by design, so they never split a row.
+PER_SEED_KEYS = {"importance_upload", "reference_run"}
+
+
 def label_runs(runs: list[Run]) -> None:
     """Set each run's label: its algorithm, then in parentheses its PruneFL importance upload
     policy (when known) and the algorithm settings (dotted keys of the config's
-    ``algorithm`` node) that differ between the runs of that algorithm, e.g.
-    ``prunefl (every_round)``, ``autoflip (pruning.threshold=0.2)``."""
+    ``algorithm`` node, less :data:`PER_SEED_KEYS`) that differ between the runs of that
+    algorithm, e.g. ``prunefl (every_round)``, ``autoflip (pruning.threshold=0.2)``."""
     for algo, group in group_by(runs, lambda r: r.algorithm).items():
         settings = [_leaves(r.algo_config) for r in group]
-        keys = sorted({k for s in settings for k in s} - {"importance_upload"})
+        keys = sorted({k for s in settings for k in s if k.rsplit(".", 1)[-1] not in PER_SEED_KEYS})
         differ = [k for k in keys if len({show(s.get(k)) for s in settings}) > 1]
         for r, s in zip(group, settings, strict=True):
             parts = [r.row["importance_upload"]] if r.row.get("importance_upload") else []
