@@ -290,16 +290,19 @@ def test_save_partition_files_agree(tiny_mnist, tmp_path):
     doc = json.loads((out / "partition.json").read_text())
     assert doc["seed"] == 3 and doc["partition"] == "patho" and len(doc["clients"]) == 6
     rows = list(csv.DictReader(open(out / "class_histogram.csv")))
-    assert list(rows[0])[:4] == ["client", "n_train", "n_test", "class_0"] and len(rows[0]) == 13
+    assert list(rows[0])[:5] == ["client", "n_train", "n_val", "n_test", "class_0"]
+    assert len(rows[0]) == 14
     train, _ = load_dataset("mnist", tiny_mnist, download=False)
     for k, (client, row) in enumerate(zip(doc["clients"], rows, strict=True)):
         assert client["client"] == k == int(row["client"])
         assert client["train"] == dm.partition_indices[k]["train"].tolist()
         assert len(client["train"]) == int(row["n_train"]) == dm.client_num_train(k)
+        assert len(client["val"]) == int(row["n_val"]) == dm.client_num_val(k)
         assert len(client["test"]) == int(row["n_test"]) == dm.client_num_test(k)
+        assert not set(client["train"]) & set(client["val"])  # validation is held out of train
         counts = [int(row[f"class_{c}"]) for c in range(10)]
-        assert sum(counts) == int(row["n_train"]) + int(row["n_test"])
-        labels = train.labels[client["train"] + client["test"]]
+        assert sum(counts) == int(row["n_train"]) + int(row["n_val"]) + int(row["n_test"])
+        labels = train.labels[client["train"] + client["val"] + client["test"]]
         assert counts == torch.bincount(labels, minlength=10).tolist()
         assert sum(v > 0 for v in counts) == 2  # patho: exactly two classes
     png = (out / "class_histogram.png").read_bytes()

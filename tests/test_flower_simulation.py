@@ -38,7 +38,7 @@ def test_ray_simulation_matches_local(tmp_path):
     for g, w in zip(got, want, strict=True):
         assert list(g) == list(w)
         for key in w:
-            if key.startswith(EXACT):
+            if key.startswith(EXACT) or "" in (g[key], w[key]):  # empty: asynchronous columns
                 assert g[key] == w[key], (w["round"], key)
             elif not key.startswith("time/"):
                 assert math.isclose(float(g[key]), float(w[key]), rel_tol=0, abs_tol=1e-6), \

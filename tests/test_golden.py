@@ -12,7 +12,8 @@ by about 1e-4 after its initial pruning), while a change of the algorithm moves 
 more. PruneFL's mask is a ranking of float importances, so on another CPU a few near-tied
 entries can swap (7 of its 530,783 kept parameters on an Intel Xeon against the AMD EPYC that
 wrote the files): its mask-derived counts (``model/``, ``cost/``) are held to 1e-4 relative,
-every other algorithm's to the last unit.
+every other algorithm's to the last unit, and its learned metrics to 5e-3 relative (those 7
+swapped parameters moved its round-2 test accuracy by 2 of 10,000 samples, 1.1e-3 relative).
 """
 
 import csv
@@ -68,7 +69,8 @@ def same(key: str, got: str, want: str, ranked_mask: bool = False) -> bool:
         return math.isclose(float(got), float(want), rel_tol=1e-4)
     if key.startswith(EXACT):
         return False
-    return math.isclose(float(got), float(want), rel_tol=1e-3, abs_tol=1e-9)
+    return math.isclose(float(got), float(want), rel_tol=5e-3 if ranked_mask else 1e-3,
+                        abs_tol=1e-9)
 
 
 @pytest.mark.parametrize("algorithm", sorted(EXTRA))
@@ -89,4 +91,5 @@ def test_rounds_equal_the_code_before_the_seam(algorithm, tmp_path):
         else:
             assert summary["cost"][key] == value, key
     for key, value in golden["best"].items():  # the old "best" was picked on the test set
-        assert math.isclose(summary["best_test_optimistic"][key], value, rel_tol=1e-3)
+        assert math.isclose(summary["best_test_optimistic"][key], value,
+                            rel_tol=5e-3 if algorithm == "prunefl" else 1e-3)
