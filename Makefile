@@ -83,7 +83,7 @@ reproduce-cifar100: install ## The paper's CIFAR-100 cells (TwoCNN h128, ResNet-
 compare: install ## Dashboard of finished runs: make compare RUNS="DIR ..." [OUT=DIR] [TARGET=0.7]
 	$(PY) -m flip.analysis.compare $(RUNS) $(if $(OUT),--out $(OUT)) $(if $(TARGET),--target $(TARGET))
 
-compare-fmnist: install ## AutoFLIP, FedAvg, PruneFL, EFLPrune, random pruning on Fashion-MNIST, then the dashboard (22 min 47 s on 2 idle CPU cores)
+compare-fmnist: install ## AutoFLIP, FedAvg, PruneFL, EFLPrune, random pruning on Fashion-MNIST, one seed, then the dashboard
 	$(PY) -m flip -m experiment=fmnist_compare hydra.sweep.dir=$(COMPARE_DIR)
 	$(PY) -m flip experiment=fmnist_compare algorithm=random \
 	  random_pruning.reference_run=$(COMPARE_DIR) hydra.run.dir=$(COMPARE_DIR)/4_random
