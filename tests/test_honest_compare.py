@@ -5,7 +5,7 @@ their importance share, AutoFLIP's densities (not Tp), and the W&B summary group
 import json
 
 import pytest
-from fixtures_runs import AUTOFLIP, FEDAVG, write_comparison, write_run
+from fixtures_runs import AUTOFLIP, AUTOFLIP_INFO, FEDAVG, write_comparison, write_run
 
 from flip.analysis.compare import IncomparableRunsError, compare
 from flip.analysis.picks import first_reach, optimistic, val_pick
@@ -151,6 +151,8 @@ def test_autoflip_densities_not_tp(tmp_path):
         "Units removed": "13 ± 1.4 of 96",
         "Importance upload (PruneFL)": "–",
         "Importance share of bytes": "–",
+        "Guidance (AutoFLIP)": "–",  # these summaries predate the guidance options
+        "ε of the guidance": "–",
     }
     assert md_line(out / "comparison.md", "fedavg")["Density (params sent)"] == "100.00% ± 0.00%"
 
@@ -219,3 +221,39 @@ def test_random_pruning_runs_referring_to_their_seeds_autoflip_run_are_one_row(t
                   density=0.3, config={"algorithm.density": 0.3})
     labels = {r["label"] for r in compare([root], tmp_path / "out")}
     assert labels == {"fedavg", "random (density=None)", "random (density=0.3)"}
+
+
+def test_guidance_recipe_and_epsilon_are_on_the_dashboard(tmp_path):
+    """AutoFLIP with private guidance (σ 1.5, C 0.01, δ 1e-5) and AutoFLIP with the median
+    against 20% scaled explorers are two rows of the pruning table: the private row shows
+    its recipe and the ε of ``dp-accounting``'s accountant for (σ, δ); the median row its
+    attack and ε = ∞ (no noise). Before, ε was only in ``summary.json``."""
+    from flip.pruning.guidance_robust import gaussian_epsilon
+
+    eps = gaussian_epsilon(1.5, 1e-5)
+    private = {"guidance_aggregate": "mean", "guidance_trim": None, "guidance_attack": "none",
+               "guidance_attack_fraction": 0.0, "guidance_noise_multiplier": 1.5,
+               "guidance_clip": 0.01, "guidance_delta": 1e-5, "guidance_epsilon": eps}
+    robust = {**private, "guidance_aggregate": "median", "guidance_attack": "scaled",
+              "guidance_attack_fraction": 0.2, "guidance_noise_multiplier": 0.0,
+              "guidance_clip": None, "guidance_delta": None, "guidance_epsilon": None}
+    dirs = []
+    for name, info, agg, sigma in (("dp", private, "mean", 1.5), ("med", robust, "median", 0.0)):
+        for seed in (1, 2):
+            test, val = AUTOFLIP[seed]
+            d = tmp_path / "runs" / f"{name}_{seed}"
+            write_run(d, "autoflip", seed, test, val, density=0.5,
+                      info={**AUTOFLIP_INFO[seed], **info},
+                      config={"algorithm.exploration": {"aggregate": agg,
+                                                        "privacy": {"noise_multiplier": sigma}}})
+            dirs.append(d)
+    out = tmp_path / "out"
+    compare(dirs, out)
+    dp = md_line(out / "comparison.md", "autoflip (exploration.aggregate=mean, "
+                 "exploration.privacy.noise_multiplier=1.5)", table=1)
+    med = md_line(out / "comparison.md", "autoflip (exploration.aggregate=median, "
+                  "exploration.privacy.noise_multiplier=0.0)", table=1)
+    assert dp["Guidance (AutoFLIP)"] == "mean, σ 1.5, C 0.01, δ 1e-05"
+    assert dp["ε of the guidance"] == f"{eps:.3g}" and 1 < eps < 10
+    assert med["Guidance (AutoFLIP)"] == "median, scaled ×20%"
+    assert med["ε of the guidance"] == "∞"

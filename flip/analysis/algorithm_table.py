@@ -35,11 +35,11 @@ DERIVED = {
 """Columns computed over the seeds of a label, not read from one run."""
 PRUNING = (
     "density", "tp", "target_density", "density_unstructured", "density_hybrid",
-    "units_removed", "importance_upload", "importance_share",
+    "units_removed", "importance_upload", "importance_share", "guidance", "epsilon",
 )  # fmt: skip
 """The pruning table: densities are fractions of all parameters; Tp is a quantile of the
 guidance scores, not a sparsity (ALGORITHMS.md §4)."""
-SETTINGS = ("tp", "target_density", "units_total", "importance_upload")
+SETTINGS = ("tp", "target_density", "units_total", "importance_upload", "guidance", "epsilon")
 """Keys shown as their distinct values over seeds (``0.3``, ``0.31 / 0.29``), not averaged."""
 
 TO_TARGET = (  # (row key, curve key at the first round reaching the target)
@@ -118,7 +118,8 @@ def _distinct_cell(values: list, kind: str) -> str:
 
 def pruning_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The pruning table: header (Algorithm, :data:`PRUNING`) and one row per label; units
-    removed are shown out of the units there were (``12 of 96``)."""
+    removed are shown out of the units there were (``12 of 96``); ε is ``∞`` for guidance
+    made without noise."""
     header = ["Algorithm"] + [COLUMNS[key].header for key in PRUNING]
     cells = []
     for r in rows:
@@ -128,6 +129,8 @@ def pruning_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             text = _distinct_cell(r[key], kind) if key in SETTINGS else cell(r, key, kind)
             if key == "units_removed" and r["units_total"] and text != "–":
                 text += f" of {_distinct_cell(r['units_total'], 'count')}"
+            if key == "epsilon" and r["guidance"] and not r["epsilon"]:
+                text = "∞"
             line.append(text)
         cells.append(line)
     return header, cells

@@ -55,6 +55,8 @@ COLUMNS = {
     "units_removed": Column("Units removed", "count"),
     "importance_upload": Column("Importance upload (PruneFL)", "text"),
     "importance_share": Column("Importance share of bytes", "pct"),
+    "guidance": Column("Guidance (AutoFLIP)", "text"),
+    "epsilon": Column("ε of the guidance", "num"),
 }
 """The row keys of :func:`read_run` the tables show, with one header and format each."""
 
@@ -76,6 +78,26 @@ AUTOFLIP_FACTS = (  # (row key, algorithm_info key)
 """AutoFLIP's facts in ``summary.json``'s ``algorithm_info`` (ALGORITHMS.md §2.2, §4)."""
 PRUNEFL_FACTS = ("importance_upload", "bytes_importance", "importance_share")
 """PruneFL's importance upload (ALGORITHMS.md §3.1 step 2)."""
+GUIDANCE_FACTS = ("guidance", "epsilon")
+"""How AutoFLIP's guidance was made (docs/robust-guidance.md): :func:`guidance_text` and ε."""
+
+
+def guidance_text(info: dict) -> str | None:
+    """AutoFLIP's guidance recipe from ``algorithm_info`` as one short text: the aggregate
+    (``mean``, ``median``, ``trimmed_mean 0.1``), the attack when some explorers are malicious
+    (``scaled ×20%``), and the Gaussian noise when private (``σ 1.1, C 0.01, δ 1e-05``; ε is
+    :data:`COLUMNS`' ``epsilon``). None for a summary written before the guidance options."""
+    aggregate = info.get("guidance_aggregate")
+    if aggregate is None:
+        return None
+    parts = [aggregate if info.get("guidance_trim") is None
+             else f"{aggregate} {info['guidance_trim']:g}"]
+    if info.get("guidance_attack", "none") != "none" and info.get("guidance_attack_fraction"):
+        parts.append(f"{info['guidance_attack']} ×{100 * info['guidance_attack_fraction']:.0f}%")
+    if info.get("guidance_noise_multiplier"):
+        parts.append(f"σ {info['guidance_noise_multiplier']:g}, C {info['guidance_clip']:g}, "
+                     f"δ {info['guidance_delta']:g}")
+    return ", ".join(parts)
 
 
 def algorithm_facts(algorithm: str, summary: dict, config: dict | None) -> dict:
@@ -89,9 +111,12 @@ def algorithm_facts(algorithm: str, summary: dict, config: dict | None) -> dict:
     AutoFLIP: ``tp`` (the threshold quantile used; else the config's ``pruning.threshold``),
     ``target_density``, ``density_unstructured`` (fraction of all parameters the
     unstructured mask alone keeps), ``density_hybrid`` (fraction the hybrid mask keeps),
-    ``units_removed`` and ``units_total`` (filters/neurons/LSTM units)."""
+    ``units_removed`` and ``units_total`` (filters/neurons/LSTM units), ``guidance``
+    (:func:`guidance_text`) and ``epsilon`` (ε of the private guidance at its δ; None when
+    there is no noise, where ε is infinite)."""
     info, cost = summary.get("algorithm_info") or {}, summary.get("cost") or {}
-    facts = dict.fromkeys([k for k, _ in AUTOFLIP_FACTS] + list(PRUNEFL_FACTS))
+    keys = [k for k, _ in AUTOFLIP_FACTS] + list(PRUNEFL_FACTS) + list(GUIDANCE_FACTS)
+    facts = dict.fromkeys(keys)
     if algorithm == "prunefl":
         facts["importance_upload"] = (
             info.get("importance_upload")
@@ -106,6 +131,8 @@ def algorithm_facts(algorithm: str, summary: dict, config: dict | None) -> dict:
         facts.update({key: info.get(src) for key, src in AUTOFLIP_FACTS})
         if facts["tp"] is None:
             facts["tp"] = config_get(config, ("pruning", "threshold"), None)
+        facts["guidance"] = guidance_text(info)
+        facts["epsilon"] = info.get("guidance_epsilon")
     return facts
 
 
