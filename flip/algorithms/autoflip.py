@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flip.algorithms.autoflip_adaptive import AdaptiveMasks
 from flip.algorithms.autoflip_params import ExplorationParams, PruningParams
 from flip.algorithms.base import Algorithm
 from flip.errors import TrainingStopped
@@ -16,7 +18,7 @@ from flip.federation.executor import ClientJob, ClientUpdate
 from flip.federation.failures import first_nonfinite
 from flip.federation.seeding import EXPLORATION, derive_seed
 from flip.metrics.costs import BYTES_PER_VALUE
-from flip.params import check_choice, from_node
+from flip.params import check, check_choice, from_node
 from flip.pruning import guidance_matrix, squared_displacement
 from flip.pruning.guidance_robust import (
     add_gaussian_noise,
@@ -58,7 +60,9 @@ class AutoFLIP(Algorithm):
 
     With ``pruning.compact`` and units removed, the global network is shrunk to the smaller
     dense network before round 1 (:meth:`flip.federation.Federation.compact`), so clients
-    train and send it with the unstructured mask inside (§2.2).
+    train and send it with the unstructured mask inside (§2.2). With ``pruning.adaptive:
+    per_round`` the global network stays dense and each round's clients train under that
+    round's mask (§2.4, :class:`flip.algorithms.autoflip_adaptive.AdaptiveMasks`).
 
     Every explorer starts from its own copy of θ_0 (the released code shared one model object
     among explorers, so its "average" was one trajectory: a bug flip does not reproduce).
@@ -66,8 +70,9 @@ class AutoFLIP(Algorithm):
     through the executor (in waves of :data:`EXPLORATION_WAVE`); D is the unweighted mean of
     D_k = (θ_k − θ_0)² over the explorers whose training succeeded with a finite θ_k (a failed
     one is left out with a warning, as a failed client of a round is; its cost still counts).
-    Raises ``ConfigError`` for out-of-range values, ``TrainingStopped`` when no explorer
-    returns finite weights.
+    Raises ``ConfigError`` for out-of-range values (and ``pruning.adaptive: per_round`` with
+    ``exploration.client_fraction`` < 1 or private guidance), ``TrainingStopped`` when no
+    explorer returns finite weights.
     """
 
     def __init__(
@@ -93,6 +98,16 @@ class AutoFLIP(Algorithm):
         self.densities: dict[str, float] = {}
         self.units_total = 0
         self.malicious: list[int] = []
+        self.adaptive: AdaptiveMasks | None = None
+        if pruning.adaptive == "per_round":
+            check("pruning.adaptive", pruning.adaptive, exploration.client_fraction == 1.0,
+                  f"none (with exploration.client_fraction={exploration.client_fraction})",
+                  "per_round masks need every client's report: exploration.client_fraction=1.")
+            check("pruning.adaptive", pruning.adaptive, not exploration.privacy.enabled,
+                  "none (with exploration.privacy.noise_multiplier > 0)",
+                  "Each round's mask would be a new release of the reports; its privacy is "
+                  "not accounted.")
+            self.adaptive = AdaptiveMasks(exploration.aggregate, exploration.trim)
 
     def explorers(self, seed: int, num_clients: int) -> list[int]:
         """The explorers: max(1, round(fraction·K)) clients drawn from the exploration stream."""
@@ -173,6 +188,8 @@ class AutoFLIP(Algorithm):
                     report = attack_displacement(report, ex.attack, ex.attack_scale, rng)
                 if ex.privacy.enabled:
                     report = clip_displacement(report, ex.privacy.clip)
+                if self.adaptive is not None:
+                    self.adaptive.reports[job.client] = report
                 if ex.aggregate == "mean":
                     for name, d in report.items():
                         total[name] += d
@@ -220,16 +237,34 @@ class AutoFLIP(Algorithm):
         self.masks, self.tau, self.removal = parts.masks, parts.tau, parts.removal
         self.densities = {"unstructured": parts.unstructured_density(),
                           "hybrid": parts.density()}
-        log.info("AutoFLIP mask: Tp=%.6g, density %.4f (unstructured alone %.4f), %d of %d "
-                 "units removed", self.threshold_used, self.densities["hybrid"],
-                 self.densities["unstructured"], self.units_removed, self.units_total)
+        log.info("AutoFLIP mask%s: Tp=%.6g, density %.4f (unstructured alone %.4f), %d of %d "
+                 "units removed", " of all explorers (per_round: each round its own)"
+                 if self.adaptive is not None else "", self.threshold_used,
+                 self.densities["hybrid"], self.densities["unstructured"], self.units_removed,
+                 self.units_total)
         if self.init_from == "explored":
             with torch.no_grad():
                 for name, param in fed.net.named_parameters():
                     param.copy_(explored[name])
+        if self.adaptive is not None:  # θ stays dense; each round brings its own mask (§2.4)
+            return
         fed.set_masks(self.masks)
         if p.compact and self.removal:
             fed.compact(self.removal)
+
+    def client_model(self, fed, round_idx: int):
+        """The global network and the fixed mask; with ``pruning.adaptive: per_round`` round
+        ``round_idx``'s masked (and compacted) copy, :meth:`AdaptiveMasks.client_model`."""
+        if self.adaptive is None:
+            return fed.net, fed.masks
+        return self.adaptive.client_model(fed, round_idx, self.pruning)
+
+    def on_client_update(self, fed, round_idx: int, update):
+        return update if self.adaptive is None else self.adaptive.on_client_update(fed, update)
+
+    def on_round_end(self, fed, round_idx: int) -> None:
+        if self.adaptive is not None:
+            self.adaptive.on_round_end(fed)
 
     @property
     def units_removed(self) -> int:
@@ -269,9 +304,12 @@ class AutoFLIP(Algorithm):
         ``guidance_attack_fraction``, ``guidance_malicious`` (the malicious explorers' client
         ids), ``guidance_noise_multiplier``, ``guidance_clip``, ``guidance_delta`` and
         ``guidance_epsilon`` (ε at δ from ``dp-accounting``'s RDP accountant for the one
-        release; null without privacy, where ε is infinite)."""
+        release; null without privacy, where ε is infinite). With ``pruning.adaptive:
+        per_round`` the densities and units removed are means over the rounds' masks, and
+        ``density_hybrid_fixed`` is the density of the one mask all explorers give."""
         ex, dp = self.exploration, self.exploration.privacy
-        return {
+        out = {
+            "adaptive": self.pruning.adaptive,
             "threshold": self.threshold_used,
             "target_density": self.pruning.target_density,
             "density_unstructured": self.densities.get("unstructured"),
@@ -288,6 +326,10 @@ class AutoFLIP(Algorithm):
             "guidance_delta": dp.delta if dp.enabled else None,
             "guidance_epsilon": self.epsilon,
         }
+        if self.adaptive is not None:
+            out["density_hybrid_fixed"] = out["density_hybrid"]
+            out.update(self.adaptive.summary())
+        return out
 
     @property
     def epsilon(self) -> float | None:
@@ -303,7 +345,8 @@ class AutoFLIP(Algorithm):
         return {"guidance": self.guidance, "masks": self.masks, "tau": self.tau,
                 "removal": self.removal, "threshold_used": self.threshold_used,
                 "densities": self.densities, "units_total": self.units_total,
-                "malicious": list(self.malicious)}
+                "malicious": list(self.malicious),
+                **({"adaptive": self.adaptive.state_dict()} if self.adaptive else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.guidance, self.masks, self.tau = state["guidance"], state["masks"], state["tau"]
@@ -312,17 +355,26 @@ class AutoFLIP(Algorithm):
         self.densities = dict(state["densities"])
         self.units_total = state["units_total"]
         self.malicious = list(state.get("malicious", []))
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict(state["adaptive"])
 
     def save(self, out_dir: Path) -> list[Path]:
         """Writes ``guidance.pt`` (G per parameter, float32) and ``mask.pt`` (bool per
         parameter in the dense layout, plus τ and the removed units per group) into
-        ``out_dir``."""
+        ``out_dir``; with ``pruning.adaptive: per_round`` G is all explorers' and the mask the
+        last round's, and ``adaptive_masks.json`` lists each round's participants, densities
+        and units removed."""
         out_dir = Path(out_dir)
         paths = [out_dir / "guidance.pt", out_dir / "mask.pt"]
         torch.save(self.guidance, paths[0])
+        last = self.adaptive.parts if self.adaptive is not None else None
         torch.save(
-            {"tau": self.tau, "threshold": self.threshold_used, "masks": self.masks,
-             "removal": self.removal},
+            {"tau": last.tau if last else self.tau, "threshold": self.threshold_used,
+             "masks": last.masks if last else self.masks,
+             "removal": last.removal if last else self.removal},
             paths[1],
         )
+        if self.adaptive is not None:
+            paths.append(out_dir / "adaptive_masks.json")
+            paths[-1].write_text(json.dumps(self.adaptive.history, indent=2) + "\n")
         return paths

@@ -26,7 +26,10 @@ class PruningParams:
     chosen is logged and reported). ``structured``: also remove whole filters/neurons/LSTM
     units whose mean G ≤ τ;
     ``scope``: ``weights`` (Conv/Linear/LSTM/Embedding weights) or ``all`` (every tensor, as
-    the released code did); ``compact``: train the physically smaller network. Raises
+    the released code did); ``compact``: train the physically smaller network; ``adaptive``:
+    ``none`` (one mask, fixed, §2.2) or ``per_round`` (each round's mask from the reports of
+    that round's participants, §2.4; :mod:`flip.algorithms.autoflip_adaptive`), which needs
+    every client to explore and a fixed ``threshold`` (no ``target_density``). Raises
     ``ConfigError`` naming the field.
     """
 
@@ -35,6 +38,7 @@ class PruningParams:
     scope: str = "weights"
     compact: bool = True
     target_density: float | None = None
+    adaptive: str = "none"
 
     def __post_init__(self):
         check("pruning.threshold", self.threshold,
@@ -46,6 +50,11 @@ class PruningParams:
         check("pruning.target_density", self.target_density, self.target_density is None
               or (is_number(self.target_density) and 0 < self.target_density <= 1),
               "null or a density in (0, 1]")
+        check_choice("pruning.adaptive", self.adaptive, ("none", "per_round"))
+        check("pruning.adaptive", self.adaptive,
+              self.adaptive == "none" or self.target_density is None,
+              "none (with pruning.target_density set)",
+              "per_round masks use pruning.threshold; set pruning.target_density=null.")
 
 
 @dataclass(frozen=True)
