@@ -66,6 +66,7 @@ lint: install ## ruff
 
 bench: install ## Benchmarks (JSON under benchmarks/results/), then their README table
 	$(PY) benchmarks/round_overhead.py
+	$(PY) benchmarks/evaluation_scaling.py
 	$(PY) benchmarks/pruning_speedup.py
 	$(PY) benchmarks/client_memory.py
 	$(PY) benchmarks/table.py

@@ -17,7 +17,17 @@ def rows(results: Path) -> list[str]:
         out.append(
             f"| (a) round overhead | {r['device']} | FedAvg, TwoCNN, Fashion-MNIST | flip / plain "
             f"loop = **{r['ratio']:.3f}** ({r['flip_median_s']:.2f} s vs "
-            f"{r['plain_median_s']:.2f} s per round) | ≤ 1.10 |"
+            f"{r['plain_median_s']:.2f} s per round; weights within "
+            f"{r['max_abs_weight_diff_per_round']:.0e}) | ≤ {r['target']:.2f} |"
+        )
+    path = results / "evaluation_scaling.json"
+    if path.exists():
+        r = json.loads(path.read_text())
+        m = r["median_evaluation_s"]
+        out.append(
+            f"| evaluation scaling | {r['device']} | a round's evaluation, K = 1000 vs K = 20, "
+            f"TwoCNN, Fashion-MNIST | × **{r['ratio_k1000_over_k20']:.3f}** ({m['1000']:.2f} s "
+            f"vs {m['20']:.2f} s) | ≤ {r['target']:.1f} |"
         )
     path = results / "pruning_speedup.json"
     if path.exists():

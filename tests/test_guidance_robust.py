@@ -35,6 +35,7 @@ from flip.pruning.guidance_robust import (
     gaussian_epsilon,
     malicious_explorers,
 )
+from flip.pruning.masks import mask_jaccard
 
 # ----- robust aggregation (Yin et al., ICML 2018) ----------------------------------------------
 
@@ -347,3 +348,39 @@ def test_median_with_a_single_explorer_stops_train_before_round_one(tmp_path):
         train(cfg)
     assert err.value.field == "exploration.aggregate"
     assert not (tmp_path / "rounds.csv").exists() and not (tmp_path / "config.yaml").exists()
+
+
+# ----- how far an attack moves the mask --------------------------------------------------------
+
+
+def test_mask_jaccard_by_hand():
+    """Kept sets {0, 1} ∪ {2} against {1} ∪ {2, 3}... per tensor: a = [1,1,0,0], [1,0];
+    b = [0,1,1,0], [1,1]: both 2 entries, either 5: 0.4; nothing kept anywhere: 1."""
+    a = {"w": torch.tensor([1, 1, 0, 0], dtype=torch.bool), "b": torch.tensor([1, 0]).bool()}
+    b = {"w": torch.tensor([0, 1, 1, 0], dtype=torch.bool), "b": torch.tensor([1, 1]).bool()}
+    assert mask_jaccard(a, b) == 2 / 5 and mask_jaccard(a, a) == 1.0
+    none = {"w": torch.zeros(3, dtype=torch.bool)}
+    assert mask_jaccard(none, none) == 1.0
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "median"])
+def test_jaccard_clean_compares_with_the_run_without_the_attack(aggregate, tmp_path):
+    """Real exploration on the tiny federation: an attacked run reports the Jaccard index of
+    its mask against the mask the same seed gives without the attack (computed here by a
+    second, clean run); the clean run reports none. One explorer of 4 scaled ×1e6 moves the
+    mean's mask (Tp 0.9: at 0.3 more than 30% of these tiny runs' entries never move, so
+    τ = 0 and both masks keep exactly the entries that moved)."""
+    def run(folder, **attack):
+        algo = AutoFLIP(exploration={"epochs": 2, "patience": 1, "aggregate": aggregate,
+                                     **attack},
+                        pruning={"threshold": 0.9, "compact": False})
+        tiny_federation(tmp_path / folder, algo, rounds=1, hidden=8).setup()
+        return algo
+
+    attacked = run("attacked", attack="scaled", attack_fraction=0.25)
+    clean = run("clean")
+    assert clean.jaccard_clean is None and clean.info(None)["guidance_jaccard_clean"] is None
+    assert attacked.jaccard_clean == mask_jaccard(attacked.masks, clean.masks)
+    assert attacked.info(None)["guidance_jaccard_clean"] == attacked.jaccard_clean
+    if aggregate == "mean":
+        assert attacked.jaccard_clean < 0.5

@@ -29,13 +29,11 @@ from flip.pruning.guidance_robust import (
     malicious_explorers,
     trimmed_count,
 )
-from flip.pruning.masks import hybrid_parts
+from flip.pruning.masks import hybrid_parts, mask_jaccard
 from flip.pruning.structured import unit_scores
+from flip.pruning.target_density import threshold_for_density
 
 log = logging.getLogger(__name__)
-
-DENSITY_TOLERANCE = 0.005
-"""How close ``pruning.target_density`` must be met (half a percentage point)."""
 
 GUIDANCE_ATTACK_STREAM = 4003
 """Stream key of the malicious explorers' choice and of the ``random`` attack's draws."""
@@ -99,6 +97,8 @@ class AutoFLIP(Algorithm):
         self.units_total = 0
         self.malicious: list[int] = []
         self.adaptive: AdaptiveMasks | None = None
+        self.clean_displacement: dict[str, torch.Tensor] | None = None
+        self.jaccard_clean: float | None = None
         if pruning.adaptive == "per_round":
             check("pruning.adaptive", pruning.adaptive, exploration.client_fraction == 1.0,
                   f"none (with exploration.client_fraction={exploration.client_fraction})",
@@ -152,11 +152,16 @@ class AutoFLIP(Algorithm):
         and from which explorers failed, not from their data); ``median`` and
         ``trimmed_mean`` keep every report (n models in memory) and combine them coordinate
         by coordinate. With the defaults (mean, no privacy, no attack) D is exactly §2.1's
-        mean, float operation for float operation."""
+        mean, float operation for float operation. With an attack, the same aggregate of the
+        honest reports (clipped when private, without noise) is kept as
+        :attr:`clean_displacement`, the mask the run would have had without the attack."""
         ex = self.exploration
         theta0 = {k: p.detach().clone() for k, p in fed.net.named_parameters()}
         total = {k: torch.zeros_like(p, device="cpu") for k, p in theta0.items()}
         reports: list[dict] = []
+        attacked = ex.attack != "none" and ex.attack_fraction > 0
+        clean_total = {k: torch.zeros_like(v) for k, v in total.items()} if attacked else None
+        clean_reports: list[dict] = []
         explored = {k: torch.zeros_like(p) for k, p in theta0.items()}
         clients = self.explorers(fed.seed, fed.dm.num_clients)
         self.malicious = self.attackers(fed.seed, clients)
@@ -182,12 +187,18 @@ class AutoFLIP(Algorithm):
                                 job.client, bad)
                     continue
                 used += 1
-                report = squared_displacement(theta0, update.params)
+                report = honest = squared_displacement(theta0, update.params)
                 if job.client in self.malicious:
                     rng = np.random.default_rng([fed.seed, GUIDANCE_ATTACK_STREAM, job.client])
                     report = attack_displacement(report, ex.attack, ex.attack_scale, rng)
                 if ex.privacy.enabled:
                     report = clip_displacement(report, ex.privacy.clip)
+                    honest = clip_displacement(honest, ex.privacy.clip)
+                if attacked and ex.aggregate == "mean":
+                    for name, d in honest.items():
+                        clean_total[name] += d
+                elif attacked:
+                    clean_reports.append(honest)
                 if self.adaptive is not None:
                     self.adaptive.reports[job.client] = report
                 if ex.aggregate == "mean":
@@ -212,7 +223,12 @@ class AutoFLIP(Algorithm):
             elif ex.aggregate == "trimmed_mean" and trimmed_count(used, ex.trim) == 0:
                 log.warning("exploration.trim=%g of %d explorers trims none: the trimmed mean "
                             "is the mean", ex.trim, used)
+            if attacked:
+                self.clean_displacement = aggregate_displacements(clean_reports, ex.aggregate,
+                                                                  ex.trim)
             return aggregate_displacements(reports, ex.aggregate, ex.trim), explored
+        if attacked:
+            self.clean_displacement = {k: v / used for k, v in clean_total.items()}
         if ex.privacy.enabled:
             gen = torch.Generator().manual_seed(derive_seed(fed.seed, GUIDANCE_NOISE_STREAM))
             total = add_gaussian_noise(total, ex.privacy.noise_multiplier, ex.privacy.clip, gen)
@@ -231,12 +247,18 @@ class AutoFLIP(Algorithm):
         if p.target_density is None:
             self.threshold_used = p.threshold
         else:
-            self.threshold_used = self.search_threshold(fed.net, example, scores)
+            self.threshold_used = threshold_for_density(fed.net, self.guidance, p.target_density,
+                                                        example, p.structured, p.scope, scores)
         parts = hybrid_parts(fed.net, self.guidance, self.threshold_used, example, p.structured,
                              p.scope, scores)
         self.masks, self.tau, self.removal = parts.masks, parts.tau, parts.removal
         self.densities = {"unstructured": parts.unstructured_density(),
                           "hybrid": parts.density()}
+        if self.clean_displacement is not None:  # how far the attack moved the mask
+            clean = hybrid_parts(fed.net, guidance_matrix(self.clean_displacement),
+                                 self.threshold_used, example, p.structured, p.scope)
+            self.jaccard_clean = mask_jaccard(parts.masks, clean.masks)
+            self.clean_displacement = None
         log.info("AutoFLIP mask%s: Tp=%.6g, density %.4f (unstructured alone %.4f), %d of %d "
                  "units removed", " of all explorers (per_round: each round its own)"
                  if self.adaptive is not None else "", self.threshold_used,
@@ -270,31 +292,6 @@ class AutoFLIP(Algorithm):
     def units_removed(self) -> int:
         return sum(len(v) for v in self.removal.values())
 
-    def search_threshold(self, net, example, scores) -> float:
-        """Tp such that the hybrid mask keeps ``pruning.target_density`` of the parameters
-        within :data:`DENSITY_TOLERANCE`, by bisection on Tp ∈ [0, 1) (the density does not
-        increase with Tp). Raises ``TrainingStopped`` when no Tp meets it (the density jumps
-        over the target, e.g. when one unit holds more than a point of the parameters)."""
-        p, target = self.pruning, self.pruning.target_density
-        lo, hi, seen = 0.0, 1.0, []
-        for _ in range(40):
-            tp = (lo + hi) / 2
-            density = hybrid_parts(net, self.guidance, tp, example, p.structured, p.scope,
-                                   scores).density()
-            seen.append((tp, density))
-            if abs(density - target) <= DENSITY_TOLERANCE:
-                log.info("pruning.target_density=%g: Tp=%.6g keeps %.4f", target, tp, density)
-                return tp
-            lo, hi = (tp, hi) if density > target else (lo, tp)
-        if target >= 1 - DENSITY_TOLERANCE:
-            return 0.0
-        near = ", ".join(f"Tp={t:.6g}: {d:.4f}" for t, d in sorted(seen)[-4:])
-        raise TrainingStopped(
-            f"pruning.target_density={target} cannot be met within {DENSITY_TOLERANCE}: the "
-            f"hybrid mask's density jumps over it ({near}); choose another target or "
-            "pruning.threshold."
-        )
-
     def info(self, fed) -> dict:
         """Tp used, the target density if any, the densities of the unstructured mask alone
         and of the hybrid mask (fractions of all parameters), units removed of those scored
@@ -304,9 +301,12 @@ class AutoFLIP(Algorithm):
         ``guidance_attack_fraction``, ``guidance_malicious`` (the malicious explorers' client
         ids), ``guidance_noise_multiplier``, ``guidance_clip``, ``guidance_delta`` and
         ``guidance_epsilon`` (ε at δ from ``dp-accounting``'s RDP accountant for the one
-        release; null without privacy, where ε is infinite). With ``pruning.adaptive:
-        per_round`` the densities and units removed are means over the rounds' masks, and
-        ``density_hybrid_fixed`` is the density of the one mask all explorers give."""
+        release; null without privacy, where ε is infinite), ``guidance_jaccard_clean`` (with
+        an attack: the Jaccard index of the mask's kept entries against the mask the honest
+        reports give, :func:`flip.pruning.masks.mask_jaccard`; null without an attack). With
+        ``pruning.adaptive: per_round`` the densities and units removed are means over the
+        rounds' masks, and ``density_hybrid_fixed`` is the density of the one mask all
+        explorers give."""
         ex, dp = self.exploration, self.exploration.privacy
         out = {
             "adaptive": self.pruning.adaptive,
@@ -325,6 +325,7 @@ class AutoFLIP(Algorithm):
             "guidance_clip": dp.clip if dp.enabled else None,
             "guidance_delta": dp.delta if dp.enabled else None,
             "guidance_epsilon": self.epsilon,
+            "guidance_jaccard_clean": self.jaccard_clean,
         }
         if self.adaptive is not None:
             out["density_hybrid_fixed"] = out["density_hybrid"]
@@ -345,7 +346,7 @@ class AutoFLIP(Algorithm):
         return {"guidance": self.guidance, "masks": self.masks, "tau": self.tau,
                 "removal": self.removal, "threshold_used": self.threshold_used,
                 "densities": self.densities, "units_total": self.units_total,
-                "malicious": list(self.malicious),
+                "malicious": list(self.malicious), "jaccard_clean": self.jaccard_clean,
                 **({"adaptive": self.adaptive.state_dict()} if self.adaptive else {})}
 
     def load_state_dict(self, state: dict) -> None:
@@ -355,6 +356,7 @@ class AutoFLIP(Algorithm):
         self.densities = dict(state["densities"])
         self.units_total = state["units_total"]
         self.malicious = list(state.get("malicious", []))
+        self.jaccard_clean = state.get("jaccard_clean")
         if self.adaptive is not None:
             self.adaptive.load_state_dict(state["adaptive"])
 

@@ -22,7 +22,7 @@ class PruningParams:
     their consumers' inputs, so the hybrid mask's density is below 1 − Tp (the summary reports
     it). ``target_density``: ``None``, or the fraction of all parameters the hybrid mask
     should keep: Tp is then found by bisection so the density is within
-    :data:`flip.algorithms.autoflip.DENSITY_TOLERANCE` of it (``threshold`` is ignored; the Tp
+    :data:`flip.pruning.target_density.DENSITY_TOLERANCE` of it (``threshold`` is ignored; the Tp
     chosen is logged and reported). ``structured``: also remove whole filters/neurons/LSTM
     units whose mean G ≤ τ;
     ``scope``: ``weights`` (Conv/Linear/LSTM/Embedding weights) or ``all`` (every tensor, as

@@ -8,10 +8,12 @@ row, mean ± std over seeds, of: the test top-1 at the round picked on the valid
 ("no val split" without one; ALGORITHMS.md §5), the final test top-1, the density (fraction of
 parameters sent) and, for AutoFLIP, the hybrid and unstructured-only mask densities (Tp is a
 quantile, not a sparsity: ALGORITHMS.md §4), total training FLOPs and GB (AutoFLIP's
-exploration included). Writes ``ablation.md``, ``ablation.json`` (``by``, the rows and each
-run's row) and ``ablation.png`` (four panels against the value: picked test top-1, density,
-FLOPs, GB; each run a faint point, the mean with ± std error bars) into ``--out`` (default:
-the runs' common parent). Source: AutoFLIP (arXiv 2405.10271) §5, the Tp ablation.
+exploration included), and where runs have them the mask's Jaccard index against the clean
+mask (attacked explorers) and the guidance's ε (private guidance). Writes ``ablation.md``,
+``ablation.json`` (``by``, the rows and each run's row) and ``ablation.png`` (four panels
+against the value: picked test top-1, density, FLOPs, GB; each run a faint point, the mean
+with ± std error bars) into ``--out`` (default: the runs' common parent). Source: AutoFLIP
+(arXiv 2405.10271) §5, the Tp ablation.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ TABLE = (
 )  # fmt: skip
 """The table's columns after the value, algorithm and seeds (formats:
 :data:`flip.analysis.rows.COLUMNS`)."""
+OPTIONAL = ("jaccard_clean", "epsilon")
+"""Columns added when some run has them: the attacked mask's Jaccard index against the clean
+one and the ε of private guidance (docs/robust-guidance.md)."""
 PANELS = [  # (row key, axis label, scale)
     ("best_acc1", "Test top-1 at the best-val round (%)", 100.0),
     ("density", "Density: parameters sent (%)", 100.0),
@@ -64,13 +69,14 @@ def ablation(
         row = {"value": value, "algorithm": algorithm, "runs": len(group)}
         row["seeds"] = [str(r["seed"]) for r in group]
         row["val_split"] = all(r["val_split"] for r in group)
-        row.update(aggregate(group, [*TABLE, "compression_ratio"]))
+        row.update(aggregate(group, [*TABLE, *OPTIONAL, "compression_ratio"]))
         rows.append(row)
     out = output_dir(runs, out_dir)
 
-    header = [by, "Algorithm", "Seeds"] + [COLUMNS[key].header for key in TABLE]
+    table = [*TABLE, *(k for k in OPTIONAL if any(r.get(k) is not None for r in per_run))]
+    header = [by, "Algorithm", "Seeds"] + [COLUMNS[key].header for key in table]
     cells = [
-        [str(r["value"]), r["algorithm"], str(r["runs"])] + [row_cell(r, key) for key in TABLE]
+        [str(r["value"]), r["algorithm"], str(r["runs"])] + [row_cell(r, key) for key in table]
         for r in rows
     ]
     print_table(

@@ -57,6 +57,7 @@ COLUMNS = {
     "importance_share": Column("Importance share of bytes", "pct"),
     "guidance": Column("Guidance (AutoFLIP)", "text"),
     "epsilon": Column("ε of the guidance", "num"),
+    "jaccard_clean": Column("Mask Jaccard vs clean", "num"),
 }
 """The row keys of :func:`read_run` the tables show, with one header and format each."""
 
@@ -74,6 +75,7 @@ AUTOFLIP_FACTS = (  # (row key, algorithm_info key)
     ("density_hybrid", "density_hybrid"),
     ("units_removed", "units_removed"),
     ("units_total", "units_total"),
+    ("jaccard_clean", "guidance_jaccard_clean"),
 )
 """AutoFLIP's facts in ``summary.json``'s ``algorithm_info`` (ALGORITHMS.md §2.2, §4)."""
 PRUNEFL_FACTS = ("importance_upload", "bytes_importance", "importance_share")
@@ -111,7 +113,8 @@ def algorithm_facts(algorithm: str, summary: dict, config: dict | None) -> dict:
     AutoFLIP: ``tp`` (the threshold quantile used; else the config's ``pruning.threshold``),
     ``target_density``, ``density_unstructured`` (fraction of all parameters the
     unstructured mask alone keeps), ``density_hybrid`` (fraction the hybrid mask keeps),
-    ``units_removed`` and ``units_total`` (filters/neurons/LSTM units), ``guidance``
+    ``units_removed`` and ``units_total`` (filters/neurons/LSTM units), ``jaccard_clean``
+    (an attacked run's mask against the honest reports' mask), ``guidance``
     (:func:`guidance_text`) and ``epsilon`` (ε of the private guidance at its δ; None when
     there is no noise, where ε is infinite)."""
     info, cost = summary.get("algorithm_info") or {}, summary.get("cost") or {}

@@ -329,6 +329,21 @@ class ClientDataModule(L.LightningDataModule):
         idx = self._client(k)["test"]
         return self._batches(self.LOCAL_TEST_POOL, idx, self.eval_batch_size)
 
+    def local_test_dataloader(self) -> tuple[DataLoader | DeviceBatches, np.ndarray]:
+        """The union of the clients' local test sets in client order, packed into batches of
+        ``eval_batch_size`` that may span clients (test transforms, in order), and the client
+        of each of its samples (int64 ``(N,)``, in the same order): one pass evaluates every
+        client (:func:`flip.federation.evaluation.evaluate_local`).
+
+        Raises:
+            RuntimeError: before ``setup()``.
+        """
+        self._need_setup()
+        tests = [c["test"] for c in self._clients]
+        index = np.concatenate(tests).astype(np.int64)
+        owners = np.repeat(np.arange(len(tests), dtype=np.int64), [len(t) for t in tests])
+        return self._batches(self.LOCAL_TEST_POOL, index, self.eval_batch_size), owners
+
     def val_dataloader(self) -> DataLoader | DeviceBatches:
         """The validation split: the union of the clients' validation sets, in client order
         (test transforms, ``eval_batch_size``), over the training pool (ALGORITHMS.md §5).

@@ -104,3 +104,13 @@ def mask_density(masks: Mapping[str, Tensor]) -> float:
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     return kept / total if total else 1.0
+
+
+def mask_jaccard(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    """Jaccard index of two masks' kept entries, |a ∧ b| / |a ∨ b| over all their tensors
+    (bool, same keys and shapes); 1.0 when both keep nothing. Used to measure how far an
+    attack moved AutoFLIP's mask from the clean one (docs/robust-guidance.md). Raises
+    ``KeyError`` when ``b`` lacks a tensor of ``a``."""
+    both = sum(int((a[n] & b[n].to(a[n].device)).sum()) for n in a)
+    either = sum(int((a[n] | b[n].to(a[n].device)).sum()) for n in a)
+    return both / either if either else 1.0
