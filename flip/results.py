@@ -17,10 +17,10 @@ For every label and seed the driver runs ``python -m flip <base> <overrides> see
 (so a long comparison spans sessions), ``{logs}`` and ``{seed}`` in overrides are filled in;
 ``--jobs N`` runs N of them at once (one process each; on 2 CPU cores set ``OMP_NUM_THREADS=1``,
 as ``make compare-async`` does). ``reuse`` takes the finished runs of another spec (same code,
-same setting) instead of running them again. Then each run's ``config.yaml``, ``summary.json``
-and ``rounds.csv`` are copied to ``results/NAME/runs/<label>_seed<seed>/``, ``provenance.json``
-records the commit, the machine and the command, and the analysis (``flip.analysis.compare`` or
-``flip.analysis.ablation``) writes its tables and plots into ``results/NAME/``.
+same setting; its committed ``results/NAME/runs/`` copy first) instead of running them again.
+Then each run's ``config.yaml``, ``summary.json`` and ``rounds.csv`` are copied to
+``results/NAME/runs/<label>_seed<seed>/``, ``provenance.json`` records the commit, the machine
+and the command, and the analysis (``flip.analysis.compare`` or ``flip.analysis.ablation``) writes its tables and plots into ``results/NAME/``.
 """
 
 from __future__ import annotations
@@ -79,6 +79,23 @@ def collect(run_dir: Path, dest: Path) -> None:
         shutil.copy2(run_dir / name, dest / name)
 
 
+def reused_run(results: Path, source: str, seed: int) -> Path:
+    """The finished run ``source`` (``NAME/label``) of seed ``seed`` from another spec: its
+    committed copy ``results/NAME/runs/<label>_seed<seed>`` where there is one (so a reuse
+    works on any clone), else its log directory ``logs/results/NAME/<label>_seed<seed>``.
+
+    Raises:
+        SystemExit: ``source`` is not of the form ``NAME/label``.
+    """
+    other, sep, other_label = source.partition("/")
+    if not sep or not other or not other_label:
+        raise SystemExit(f"flip: reuse source {source!r} must be NAME/label")
+    committed = results / other / "runs" / f"{other_label}_seed{seed}"
+    if (committed / "summary.json").is_file():
+        return committed
+    return LOGS / other / f"{other_label}_seed{seed}"
+
+
 def make(folder: Path, analyse_only: bool = False, jobs: int = 1) -> None:
     """Run every missing run of ``folder``'s spec (``jobs`` at a time), collect the runs, run
     the analysis."""
@@ -98,8 +115,7 @@ def make(folder: Path, analyse_only: bool = False, jobs: int = 1) -> None:
         done[f"{label}_seed{seed}"] = run_dir
     for seed in spec["seeds"]:
         for label, source in spec["reuse"].items():
-            other, other_label = source.split("/")
-            done[f"{label}_seed{seed}"] = LOGS / other / f"{other_label}_seed{seed}"
+            done[f"{label}_seed{seed}"] = reused_run(folder.parent, source, seed)
     for key, run_dir in done.items():
         if (run_dir / "summary.json").is_file():
             collect(run_dir, runs / key)

@@ -83,3 +83,22 @@ def test_reanalysis_keeps_the_runs_record(comparison, calls):
     assert again["commit"] == "0" * 40 and again["runs"] == first["runs"]
     assert again["analysed"]["command"].endswith("--analyse-only")
     assert "commit" in again["analysed"]
+
+
+def test_reuse_takes_the_committed_runs_of_another_spec(comparison, calls):
+    """A reused run comes from ``results/OTHER/runs/`` (committed, on any clone) when it is
+    there, and the logs are not needed; without a committed copy it falls back to the logs."""
+    other = comparison.parent / "other" / "runs" / "fedavg_seed1"
+    write_run(other, "fedavg", 1, test=[0.1, 0.9, 0.3], val=[0.1, 0.2, 0.3])
+    assert results.reused_run(comparison.parent, "other/fedavg", 1) == other
+    assert results.reused_run(comparison.parent, "other/fedavg", 2) == (
+        results.LOGS / "other" / "fedavg_seed2")
+    spec = yaml.safe_load((comparison / "spec.yaml").read_text())
+    spec["reuse"] = {"old": "other/fedavg"}
+    spec["seeds"] = [1]
+    (comparison / "spec.yaml").write_text(yaml.safe_dump(spec))
+    results.make(comparison)
+    copied = json.loads((comparison / "runs" / "old_seed1" / "summary.json").read_text())
+    assert copied == json.loads((other / "summary.json").read_text())
+    with pytest.raises(SystemExit, match="NAME/label"):
+        results.reused_run(comparison.parent, "fedavg", 1)
