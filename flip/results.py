@@ -20,7 +20,8 @@ as ``make compare-async`` does). ``reuse`` takes the finished runs of another sp
 same setting; its committed ``results/NAME/runs/`` copy first) instead of running them again.
 Then each run's ``config.yaml``, ``summary.json`` and ``rounds.csv`` are copied to
 ``results/NAME/runs/<label>_seed<seed>/``, ``provenance.json`` records the commit, the machine
-and the command, and the analysis (``flip.analysis.compare`` or ``flip.analysis.ablation``) writes its tables and plots into ``results/NAME/``.
+and the command, and the analysis (``flip.analysis.compare`` or ``flip.analysis.ablation``)
+writes its tables and plots into ``results/NAME/``.
 """
 
 from __future__ import annotations
