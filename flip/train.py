@@ -208,6 +208,7 @@ def train(cfg: DictConfig, executor: Executor | None = None) -> dict:
     quiet_lightning()
     algorithm = build(cfg.algorithm)
     executor = executor or build(cfg.engine)
+    algorithm.check_engine(executor)  # settings the engine cannot serve, before any data
     summary = executor.delegate(cfg)
     if summary is not None:
         return summary

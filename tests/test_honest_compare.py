@@ -224,19 +224,21 @@ def test_random_pruning_runs_referring_to_their_seeds_autoflip_run_are_one_row(t
 
 
 def test_guidance_recipe_and_epsilon_are_on_the_dashboard(tmp_path):
-    """AutoFLIP with private guidance (σ 1.5, C 0.01, δ 1e-5) and AutoFLIP with the median
-    against 20% scaled explorers are two rows of the pruning table: the private row shows
-    its recipe and the ε of ``dp-accounting``'s accountant for (σ, δ); the median row its
+    """AutoFLIP with private guidance (σ 1.5, C 0.01, δ 1e-5, SecAgg+) and AutoFLIP with the
+    median against 20% scaled explorers are two rows of the pruning table: the private row
+    shows its recipe and the ε of ``dp-accounting``'s accountant for (σ, δ); the median row its
     attack and ε = ∞ (no noise). Before, ε was only in ``summary.json``."""
     from flip.pruning.guidance_robust import gaussian_epsilon
 
     eps = gaussian_epsilon(1.5, 1e-5)
     private = {"guidance_aggregate": "mean", "guidance_trim": None, "guidance_attack": "none",
                "guidance_attack_fraction": 0.0, "guidance_noise_multiplier": 1.5,
-               "guidance_clip": 0.01, "guidance_delta": 1e-5, "guidance_epsilon": eps}
+               "guidance_clip": 0.01, "guidance_delta": 1e-5, "guidance_epsilon": eps,
+               "guidance_secure_aggregation": True}
     robust = {**private, "guidance_aggregate": "median", "guidance_attack": "scaled",
               "guidance_attack_fraction": 0.2, "guidance_noise_multiplier": 0.0,
-              "guidance_clip": None, "guidance_delta": None, "guidance_epsilon": None}
+              "guidance_clip": None, "guidance_delta": None, "guidance_epsilon": None,
+              "guidance_secure_aggregation": False}
     dirs = []
     for name, info, agg, sigma in (("dp", private, "mean", 1.5), ("med", robust, "median", 0.0)):
         for seed in (1, 2):
@@ -253,7 +255,7 @@ def test_guidance_recipe_and_epsilon_are_on_the_dashboard(tmp_path):
                  "exploration.privacy.noise_multiplier=1.5)", table=1)
     med = md_line(out / "comparison.md", "autoflip (exploration.aggregate=median, "
                   "exploration.privacy.noise_multiplier=0.0)", table=1)
-    assert dp["Guidance (AutoFLIP)"] == "mean, σ 1.5, C 0.01, δ 1e-05"
+    assert dp["Guidance (AutoFLIP)"] == "mean, σ 1.5, C 0.01, δ 1e-05, SecAgg+"
     assert dp["ε of the guidance"] == f"{eps:.3g}" and 1 < eps < 10
     assert med["Guidance (AutoFLIP)"] == "median, scaled ×20%"
     assert med["ε of the guidance"] == "∞"

@@ -11,6 +11,7 @@ import torch
 
 from flip.algorithms.autoflip_adaptive import AdaptiveMasks
 from flip.algorithms.autoflip_params import ExplorationParams, PruningParams
+from flip.algorithms.autoflip_secure import secure_displacement
 from flip.algorithms.base import Algorithm
 from flip.errors import TrainingStopped
 from flip.federation.callbacks import CallbackSpec
@@ -108,6 +109,22 @@ class AutoFLIP(Algorithm):
                   "Each round's mask would be a new release of the reports; its privacy is "
                   "not accounted.")
             self.adaptive = AdaptiveMasks(exploration.aggregate, exploration.trim)
+        if exploration.secure_aggregation:
+            check("exploration.secure_aggregation", True, pruning.adaptive == "none",
+                  "false (with pruning.adaptive=per_round)",
+                  "per_round masks need each client's own report, which SecAgg+ hides.")
+            check("exploration.secure_aggregation", True, self.init_from == "initial",
+                  "false (with algorithm.init_from=explored)",
+                  "init_from=explored needs the explorers' models, which would reveal D_k.")
+
+    def check_engine(self, executor) -> None:
+        """``exploration.secure_aggregation`` needs an engine with SecAgg+ (``engine=flower``);
+        ``ConfigError`` naming the field otherwise, before any data is read."""
+        if self.exploration.secure_aggregation:
+            check("exploration.secure_aggregation", True,
+                  getattr(executor, "secure_aggregation", False),
+                  f"false (with engine={executor.name})",
+                  "SecAgg+ is Flower's: run with engine=flower (docs/robust-guidance.md).")
 
     def explorers(self, seed: int, num_clients: int) -> list[int]:
         """The explorers: max(1, round(fraction·K)) clients drawn from the exploration stream."""
@@ -154,7 +171,10 @@ class AutoFLIP(Algorithm):
         by coordinate. With the defaults (mean, no privacy, no attack) D is exactly §2.1's
         mean, float operation for float operation. With an attack, the same aggregate of the
         honest reports (clipped when private, without noise) is kept as
-        :attr:`clean_displacement`, the mask the run would have had without the attack."""
+        :attr:`clean_displacement`, the mask the run would have had without the attack. With
+        ``exploration.secure_aggregation`` the explorers are one SecAgg+ run instead
+        (:func:`flip.algorithms.autoflip_secure.secure_displacement`) and the mean θ_k is not
+        known (``{}``)."""
         ex = self.exploration
         theta0 = {k: p.detach().clone() for k, p in fed.net.named_parameters()}
         total = {k: torch.zeros_like(p, device="cpu") for k, p in theta0.items()}
@@ -170,6 +190,8 @@ class AutoFLIP(Algorithm):
             ClientJob(k, derive_seed(fed.seed, EXPLORATION, k), ex.epochs, fed.lr, (stop,))
             for k in clients
         ]
+        if ex.secure_aggregation:  # SecAgg+: the server learns the sum of the D_k alone
+            return secure_displacement(fed, jobs, ex, GUIDANCE_NOISE_STREAM), {}
         used = 0
         for start in range(0, len(jobs), EXPLORATION_WAVE):
             wave = jobs[start:start + EXPLORATION_WAVE]
@@ -303,7 +325,8 @@ class AutoFLIP(Algorithm):
         ``guidance_epsilon`` (ε at δ from ``dp-accounting``'s RDP accountant for the one
         release; null without privacy, where ε is infinite), ``guidance_jaccard_clean`` (with
         an attack: the Jaccard index of the mask's kept entries against the mask the honest
-        reports give, :func:`flip.pruning.masks.mask_jaccard`; null without an attack). With
+        reports give, :func:`flip.pruning.masks.mask_jaccard`; null without an attack),
+        ``guidance_secure_aggregation`` (the D_k summed by SecAgg+). With
         ``pruning.adaptive: per_round`` the densities and units removed are means over the
         rounds' masks, and ``density_hybrid_fixed`` is the density of the one mask all
         explorers give."""
@@ -326,6 +349,7 @@ class AutoFLIP(Algorithm):
             "guidance_delta": dp.delta if dp.enabled else None,
             "guidance_epsilon": self.epsilon,
             "guidance_jaccard_clean": self.jaccard_clean,
+            "guidance_secure_aggregation": ex.secure_aggregation,
         }
         if self.adaptive is not None:
             out["density_hybrid_fixed"] = out["density_hybrid"]

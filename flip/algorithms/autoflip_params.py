@@ -108,12 +108,16 @@ class ExplorationParams:
     (the sensitivity C of a sum of clipped reports is what the noise is calibrated to; a
     median's or trimmed mean's is not bounded by C alone); ``attack`` ``none``, ``scaled``,
     ``inverted`` or ``random`` for the ``attack_fraction`` of the explorers that are
-    malicious (simulated on the server), ``attack_scale`` the factor of ``scaled``.
+    malicious (simulated on the server), ``attack_scale`` the factor of ``scaled``;
+    ``secure_aggregation`` (``engine=flower`` only): the explorers send their D_k masked by
+    Flower's SecAgg+, so the server learns their sum and nothing else, quantised over
+    [0, ``secure_clipping_range``] (default: the privacy clip C; :meth:`check_secure`).
 
     Raises ``ConfigError`` naming the field: out-of-range values, an unknown aggregate or
     attack, privacy with another aggregate than the mean, an ``attack_fraction`` > 0 with
-    ``attack: none``. Median and trimmed mean need at least two explorers: checked once K is
-    known (:meth:`check_explorers`)."""
+    ``attack: none``, secure aggregation with what it cannot go with. Median, trimmed mean
+    and secure aggregation need at least two explorers: checked once K is known
+    (:meth:`check_explorers`)."""
 
     client_fraction: float = 1.0
     epochs: int = 150
@@ -124,6 +128,8 @@ class ExplorationParams:
     attack: str = "none"
     attack_fraction: float = 0.0
     attack_scale: float = 1e6
+    secure_aggregation: bool = False
+    secure_clipping_range: float | None = None
 
     def __post_init__(self):
         check("exploration.client_fraction", self.client_fraction,
@@ -158,6 +164,39 @@ class ExplorationParams:
               "Set exploration.attack_fraction=0 for a run without malicious explorers.")
         check("exploration.attack_scale", self.attack_scale,
               is_number(self.attack_scale) and self.attack_scale > 0, "a finite factor > 0")
+        check_bool("exploration.secure_aggregation", self.secure_aggregation)
+        check("exploration.secure_clipping_range", self.secure_clipping_range,
+              self.secure_clipping_range is None
+              or (is_number(self.secure_clipping_range) and self.secure_clipping_range > 0),
+              "null (the privacy clip C) or the largest D_k entry SecAgg+ represents, > 0")
+        if self.secure_aggregation:
+            self.check_secure()
+
+    def check_secure(self) -> None:
+        """What secure aggregation of the D_k (Flower's SecAgg+, docs/robust-guidance.md)
+        cannot go with, each a ``ConfigError`` naming the field: another aggregate than the
+        mean (SecAgg+ releases a sum only), an attack (simulated on the server, which never
+        sees a report), no range for the quantisation (``secure_clipping_range``, or the
+        privacy clip C)."""
+        check("exploration.aggregate", self.aggregate, self.aggregate == "mean",
+              "mean (with exploration.secure_aggregation=true)",
+              "Secure aggregation gives the server the sum of the D_k only; a median or a "
+              "trimmed mean needs every report.")
+        check("exploration.attack", self.attack, self.attack == "none",
+              "none (with exploration.secure_aggregation=true)",
+              "Attacks are simulated on the server, which never sees a report under SecAgg+.")
+        check("exploration.secure_clipping_range", self.secure_clipping_range,
+              self.secure_clipping_range is not None or self.privacy.enabled,
+              "the largest D_k entry SecAgg+ represents, > 0 (required without "
+              "exploration.privacy, whose clip C is the default)")
+
+    @property
+    def secure_range(self) -> float:
+        """SecAgg+'s clipping range for the D_k entries: ``secure_clipping_range``, else
+        the privacy clip C (no entry of a D_k clipped to L2 norm C exceeds C)."""
+        if self.secure_clipping_range is not None:
+            return float(self.secure_clipping_range)
+        return float(self.privacy.clip)
 
     def explorer_count(self, num_clients: int) -> int:
         """max(1, round(client_fraction · K)), round half up (§2.1)."""
@@ -171,3 +210,8 @@ class ExplorationParams:
               f"mean (with {n} explorer: exploration.client_fraction={self.client_fraction} "
               f"of K={num_clients} clients)",
               "median and trimmed_mean need at least 2 explorers.")
+        check("exploration.secure_aggregation", self.secure_aggregation,
+              not self.secure_aggregation or n >= 2,
+              f"false (with {n} explorer: exploration.client_fraction={self.client_fraction} "
+              f"of K={num_clients} clients)",
+              "A secure sum of one report is that report; SecAgg+ needs at least 2 explorers.")

@@ -17,6 +17,9 @@ class Algorithm:
     """Hooks of :class:`flip.federation.Federation`. The base class is FedAvg: no mask, no
     set-up, every round exactly ALGORITHMS.md §1.
 
+    ``check_engine(executor)`` refuses settings the engine cannot serve (``ConfigError``, e.g.
+    AutoFLIP's secure aggregation with ``engine=local``); :func:`flip.train.train` calls it
+    before any data is read;
     ``check_data(dm)`` refuses settings the data module cannot satisfy (``ConfigError``, e.g.
     more than its K clients); :func:`flip.train.train` calls it once the data is set up,
     before anything is written or trained;
@@ -39,6 +42,9 @@ class Algorithm:
 
     def __init__(self, name: str = "fedavg"):
         self.name = name
+
+    def check_engine(self, executor) -> None:
+        pass
 
     def check_data(self, dm) -> None:
         pass

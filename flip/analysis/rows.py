@@ -87,8 +87,9 @@ GUIDANCE_FACTS = ("guidance", "epsilon")
 def guidance_text(info: dict) -> str | None:
     """AutoFLIP's guidance recipe from ``algorithm_info`` as one short text: the aggregate
     (``mean``, ``median``, ``trimmed_mean 0.1``), the attack when some explorers are malicious
-    (``scaled ×20%``), and the Gaussian noise when private (``σ 1.1, C 0.01, δ 1e-05``; ε is
-    :data:`COLUMNS`' ``epsilon``). None for a summary written before the guidance options."""
+    (``scaled ×20%``), the Gaussian noise when private (``σ 1.1, C 0.01, δ 1e-05``; ε is
+    :data:`COLUMNS`' ``epsilon``) and ``SecAgg+`` when the reports were summed by secure
+    aggregation. None for a summary written before the guidance options."""
     aggregate = info.get("guidance_aggregate")
     if aggregate is None:
         return None
@@ -99,6 +100,8 @@ def guidance_text(info: dict) -> str | None:
     if info.get("guidance_noise_multiplier"):
         parts.append(f"σ {info['guidance_noise_multiplier']:g}, C {info['guidance_clip']:g}, "
                      f"δ {info['guidance_delta']:g}")
+    if info.get("guidance_secure_aggregation"):
+        parts.append("SecAgg+")
     return ", ".join(parts)
 
 

@@ -80,6 +80,12 @@ official test split (``global/*``) and the clients' local test sets (``local/*``
 class Executor:
     """Where clients train. Subclasses implement :meth:`train` and :meth:`evaluate`."""
 
+    secure_aggregation = False
+    """Whether it offers ``secure_mean(fed, net, jobs, clip, clipping_range)``, the mean of
+    AutoFLIP's explorers' reports by secure aggregation (``engine=flower``'s SecAgg+,
+    :mod:`flip.engines.flower.secure`); ``exploration.secure_aggregation`` is refused
+    elsewhere."""
+
     def __init__(self, name: str = "executor"):
         self.name = name  # the `engine` config option that built it
 

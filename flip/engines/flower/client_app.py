@@ -9,6 +9,9 @@
   and replies with the update. A job whose training raises is answered with a Flower ``Error``
   naming the exception (type and message), so the server counts a failed client
   (``clients/failed``) and keeps its drop/retry rules.
+- ``@app.train()`` (the default action, wrapped in Flower's ``secaggplus_mod``): AutoFLIP's
+  explorers under ``exploration.secure_aggregation`` (:mod:`flip.engines.flower.secure`): the
+  mod runs SecAgg+'s stages and calls the handler once, for the D_k it masks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import traceback
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -24,6 +28,7 @@ from flip.engines.flower.client_side import client_side
 from flip.engines.flower.codec import encode_update, parse_train_request
 from flip.engines.flower.nodes import PARTITION_ID
 from flip.engines.flower.runconfig import receive
+from flip.engines.flower.secure import explorer_report, fitins_of, fitres_content
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +58,12 @@ def train(msg: Message, context: Context) -> Message:
         reason = f"training raised {type(err).__name__}: {err}"
         return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
                        reply_to=msg)
+
+
+@app.train(mods=[secaggplus_mod])
+def secure_explorer(msg: Message, context: Context) -> Message:
+    """SecAgg+'s fit step: train the explorer's job, reply with its D_k for the mod to mask
+    (:func:`flip.engines.flower.secure.explorer_report`). A raise drops this explorer out of
+    the protocol, which the others' key shares survive."""
+    side = client_side(receive(context.run_config, context.node_config))
+    return Message(fitres_content(explorer_report(side, fitins_of(msg.content))), reply_to=msg)

@@ -72,18 +72,32 @@ def decode_masks(record: ConfigRecord, shapes: Mapping[str, torch.Size],
     return out
 
 
+def job_fields(job: ClientJob) -> dict:
+    """A :class:`ClientJob` as plain values (client, seed, epochs, lr, batches with −1 for
+    all, callbacks as ``CallbackSpec.to_json`` strings); :func:`job_from_fields` inverts it."""
+    return {"client": int(job.client), "seed": int(job.seed), "epochs": int(job.epochs),
+            "lr": float(job.lr), "batches": -1 if job.batches is None else int(job.batches),
+            "callbacks": [spec.to_json() for spec in job.callbacks]}
+
+
+def job_from_fields(rec: Mapping) -> ClientJob:
+    """The :class:`ClientJob` of :func:`job_fields`' values (a ConfigRecord or a dict)."""
+    return ClientJob(
+        client=int(rec["client"]), seed=int(rec["seed"]), epochs=int(rec["epochs"]),
+        lr=float(rec["lr"]),
+        callbacks=tuple(CallbackSpec.from_json(s) for s in rec["callbacks"]),
+        batches=None if int(rec["batches"]) < 0 else int(rec["batches"]),
+    )
+
+
 def train_request(arrays: ArrayRecord, masks: ConfigRecord | None, job: ClientJob,
                   removals: list[dict]) -> RecordDict:
     """The content of one :data:`TRAIN` message. ``arrays`` and ``masks`` are encoded once per
     cohort; each message gets its own copy of the records (the blobs are shared)."""
     content = RecordDict({
         "arrays": ArrayRecord.from_array_dict(dict(arrays)),
-        "job": ConfigRecord({
-            "client": int(job.client), "seed": int(job.seed), "epochs": int(job.epochs),
-            "lr": float(job.lr), "batches": -1 if job.batches is None else int(job.batches),
-            "callbacks": [spec.to_json() for spec in job.callbacks],
-            "removals": json.dumps(removals, sort_keys=True),
-        }),
+        "job": ConfigRecord({**job_fields(job),
+                             "removals": json.dumps(removals, sort_keys=True)}),
     })
     if masks is not None:
         content["masks"] = ConfigRecord(dict(masks))
@@ -97,13 +111,7 @@ def parse_train_request(content: RecordDict, device: torch.device | str = "cpu")
     if "masks" in content:
         masks = decode_masks(content["masks"], {k: v.shape for k, v in state.items()}, device)
     rec = content["job"]
-    job = ClientJob(
-        client=int(rec["client"]), seed=int(rec["seed"]), epochs=int(rec["epochs"]),
-        lr=float(rec["lr"]),
-        callbacks=tuple(CallbackSpec.from_json(s) for s in rec["callbacks"]),
-        batches=None if int(rec["batches"]) < 0 else int(rec["batches"]),
-    )
-    return state, masks, job, json.loads(rec["removals"])
+    return state, masks, job_from_fields(rec), json.loads(rec["removals"])
 
 
 def _scalar(key: str, value):

@@ -66,6 +66,9 @@ class FlowerExecutor(Executor):
             forever), naming the field: before any data is read.
     """
 
+    secure_aggregation = True
+    """AutoFLIP's ``exploration.secure_aggregation`` runs here (:meth:`secure_mean`)."""
+
     def __init__(self, name: str = "flower", backend: str = "ray",
                  num_supernodes: int | None = None, client_resources: dict | None = None,
                  timeout_s: float = 3600.0, poll_s: float = 0.05, grid=None):
@@ -179,6 +182,13 @@ class FlowerExecutor(Executor):
                 except Exception as err:  # a malformed reply is that client's failure
                     out.append(err)
         return out
+
+    def secure_mean(self, fed, net, jobs, clip, clipping_range):
+        """The mean of the explorers' D_k through Flower's SecAgg+
+        (:func:`flip.engines.flower.secure.secure_mean`, whose errors it raises)."""
+        from flip.engines.flower.secure import secure_mean
+
+        return secure_mean(self, fed, net, list(jobs), clip, clipping_range)
 
     def evaluate(self, fed, net, splits=("val", "global", "local")):
         return evaluate(fed, net, splits)

@@ -1,0 +1,55 @@
+"""AutoFLIP's exploration under secure aggregation (``exploration.secure_aggregation``,
+docs/robust-guidance.md): the explorers' D_k are summed by the engine's SecAgg+
+(:meth:`flip.engines.flower.FlowerExecutor.secure_mean`), so the server gets D, the mean of
+ALGORITHMS.md §2.1, without seeing any D_k or θ_k."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+from flip.errors import TrainingStopped
+from flip.federation.executor import ClientJob
+from flip.federation.seeding import derive_seed
+from flip.metrics.costs import BYTES_PER_VALUE
+from flip.pruning.guidance_robust import add_gaussian_noise
+
+log = logging.getLogger(__name__)
+
+
+def secure_displacement(fed, jobs: list[ClientJob], exploration, noise_stream: int
+                        ) -> dict[str, Tensor]:
+    """D = (Σ_k D_k [+ N(0, σ²C²)]) / n over the n explorers whose masked report entered the
+    secure sum, by parameter name (float32, CPU). Each explorer is costed as without secure
+    aggregation (:meth:`flip.metrics.ledger.CostLedger.add_explorer`; one that dropped out
+    costs its download); private guidance clips each D_k on its client and adds the noise here,
+    to the sum (``noise_stream``: the seed stream of that noise, as without SecAgg+).
+
+    Raises:
+        TrainingStopped: no explorer's report entered the sum.
+    """
+    ex = exploration
+    clip = ex.privacy.clip if ex.privacy.enabled else None
+    result = fed.executor.secure_mean(fed, fed.net, jobs, clip, ex.secure_range)
+    for client, reason in sorted(result.failed.items()):
+        log.warning("explorer %d left out of the guidance: %s", client, reason)
+        fed.ledger.add_setup(0.0, BYTES_PER_VALUE * fed.ledger.dense_params, 0)
+    for client, report in sorted(result.reports.items()):
+        fed.ledger.add_explorer(report["samples_processed"])
+        log.info("explorer %d: %d epochs (report masked by SecAgg+)", client, report["epochs"])
+        if report["over_range"]:
+            log.warning("explorer %d: %d entries of D_k above exploration.secure_clipping_range"
+                        "=%g were clipped to it by SecAgg+; raise it", client,
+                        report["over_range"], ex.secure_range)
+    used = len(result.reports)
+    if used == 0:
+        raise TrainingStopped(f"exploration: none of the {len(jobs)} explorers' reports entered "
+                              "the secure sum; no guidance matrix can be computed")
+    if not ex.privacy.enabled:
+        return result.mean
+    total = {k: v * used for k, v in result.mean.items()}
+    gen = torch.Generator().manual_seed(derive_seed(fed.seed, noise_stream))
+    total = add_gaussian_noise(total, ex.privacy.noise_multiplier, ex.privacy.clip, gen)
+    return {k: v / used for k, v in total.items()}
