@@ -259,3 +259,31 @@ def test_guidance_recipe_and_epsilon_are_on_the_dashboard(tmp_path):
     assert dp["ε of the guidance"] == f"{eps:.3g}" and 1 < eps < 10
     assert med["Guidance (AutoFLIP)"] == "median, scaled ×20%"
     assert med["ε of the guidance"] == "∞"
+
+
+def test_runs_of_two_flip_versions_are_labelled_by_their_results_directories(tmp_path):
+    """A results folder that reuses runs of an older flip (whose config.yaml lacks the newer
+    options) beside new ones: by config, the labels name every option the old configs lack
+    (``=None``); with ``labels="dirs"`` they are the spec's labels, the run directories'
+    names less ``_seed<N>``, and each group keeps its own numbers."""
+    runs = tmp_path / "runs"
+    new_options = {"algorithm.pruning.adaptive": "per_round",
+                   "algorithm.exploration.aggregate": "mean"}
+    for seed in (1, 2):
+        test, val = AUTOFLIP[seed]
+        write_run(runs / f"autoflip_seed{seed}", "autoflip", seed, test, val)
+        write_run(runs / f"autoflip-per_round_seed{seed}", "autoflip", seed,
+                  [a + 0.1 if a is not None else None for a in test], val, config=new_options)
+    by_config = tmp_path / "by_config"
+    compare([runs], by_config)
+    assert "| autoflip (exploration.aggregate=None, pruning.adaptive=None) |" in (
+        by_config / "comparison.md").read_text()
+    by_dirs = tmp_path / "by_dirs"
+    compare([runs], by_dirs, labels="dirs")
+    fixed = md_line(by_dirs / "comparison.md", "autoflip")
+    adaptive = md_line(by_dirs / "comparison.md", "autoflip-per_round")
+    # val-best rounds 3 (seed 1) and 4 (seed 2): test 60% and 57%, +10 points when per_round
+    assert fixed["Test top-1 @ best val"] == "58.50% ± 2.12%"
+    assert adaptive["Test top-1 @ best val"] == "68.50% ± 2.12%"
+    with pytest.raises(ValueError, match="labels"):
+        compare([runs], tmp_path / "bad", labels="names")

@@ -170,3 +170,21 @@ def test_ablation_over_seeds_picks_on_validation(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert summary["by"] == "pruning.threshold" and len(summary["runs"]) == 5
     assert (tmp_path / "out" / "ablation.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_ablation_default_stands_for_runs_made_before_the_option(tmp_path, capsys):
+    """A results folder reusing runs of an older flip (no ``exploration.attack_fraction`` in
+    their config) as its 0.0 row: without ``--default`` the ablation names the run and the
+    missing key; with ``--default 0.0`` those runs are the 0.0 row, the others keep theirs."""
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        write_run(runs / f"attack-0.0_seed{seed}", "autoflip", seed, [0.5, 0.6], [0.5, 0.6])
+        write_run(runs / f"attack-0.2_seed{seed}", "autoflip", seed, [0.3, 0.4], [0.3, 0.4],
+                  config={"exploration.attack_fraction": 0.2})
+    assert main([str(runs), "--by", "exploration.attack_fraction"]) == 2
+    assert "config.yaml has no exploration.attack_fraction" in capsys.readouterr().err
+    assert main([str(runs), "--by", "exploration.attack_fraction", "--default", "0.0",
+                 "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())["rows"]
+    assert [(r["value"], r["runs"]) for r in rows] == [(0.0, 2), (0.2, 2)]
+    assert rows[0]["best_acc1"] == pytest.approx(0.6) and rows[1]["best_acc1"] == pytest.approx(0.4)

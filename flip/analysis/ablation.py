@@ -1,19 +1,19 @@
 """Ablation: accuracy, density and costs against one swept config value, over seeds.
 
-Usage: ``python -m flip.analysis.ablation RUN_DIR [RUN_DIR ...] [--by pruning.threshold]
-[--out DIR]``. RUN_DIRs are finished runs or folders of them (a Hydra multirun, e.g. ``make
-ablation-tp``), read by :mod:`flip.analysis.rows`; the swept value of each run is read from
-its resolved ``config.yaml``. Runs sharing a value and an algorithm (several seeds) are one
-row, mean ± std over seeds, of: the test top-1 at the round picked on the validation split
-("no val split" without one; ALGORITHMS.md §5), the final test top-1, the density (fraction of
-parameters sent) and, for AutoFLIP, the hybrid and unstructured-only mask densities (Tp is a
-quantile, not a sparsity: ALGORITHMS.md §4), total training FLOPs and GB (AutoFLIP's
-exploration included), and where runs have them the mask's Jaccard index against the clean
-mask (attacked explorers) and the guidance's ε (private guidance). Writes ``ablation.md``,
-``ablation.json`` (``by``, the rows and each run's row) and ``ablation.png`` (four panels
-against the value: picked test top-1, density, FLOPs, GB; each run a faint point, the mean
-with ± std error bars) into ``--out`` (default: the runs' common parent). Source: AutoFLIP
-(arXiv 2405.10271) §5, the Tp ablation.
+Usage: ``python -m flip.analysis.ablation RUN_DIR [RUN_DIR ...] [--by pruning.threshold] [--default
+VALUE] [--out DIR]``. RUN_DIRs are finished runs or folders of them (a Hydra multirun, e.g. ``make
+ablation-tp``), read by :mod:`flip.analysis.rows`; the swept value of each run is read from its
+resolved ``config.yaml`` (``--default``: the value for a run made before the option existed, whose
+config lacks it). Runs sharing a value and an algorithm (several seeds) are one row, mean ± std
+over seeds, of: the test top-1 at the round picked on the validation split ("no val split" without
+one; ALGORITHMS.md §5), the final test top-1, the density (fraction of parameters sent) and, for
+AutoFLIP, the hybrid and unstructured-only mask densities (Tp is a quantile, not a sparsity:
+ALGORITHMS.md §4), total training FLOPs and GB (AutoFLIP's exploration included), and where runs
+have them the mask's Jaccard index against the clean mask (attacked explorers) and the guidance's ε
+(private guidance). Writes ``ablation.md``, ``ablation.json`` (``by``, the rows and each run's row)
+and ``ablation.png`` (four panels against the value: picked test top-1, density, FLOPs, GB; each
+run a faint point, the mean with ± std error bars) into ``--out`` (default: the runs' common
+parent). Source: AutoFLIP (arXiv 2405.10271) §5, the Tp ablation.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -49,18 +50,27 @@ PANELS = [  # (row key, axis label, scale)
 
 
 def ablation(
-    run_dirs: list[str | Path], by: str = "pruning.threshold", out_dir: str | Path | None = None
+    run_dirs: list[str | Path], by: str = "pruning.threshold", out_dir: str | Path | None = None,
+    default=None,
 ) -> list[dict]:
     """One row per (value of ``by``, algorithm), sorted by value: ``value``, ``algorithm``,
     ``runs`` (seeds), ``seeds``, ``val_split`` (every seed has one) and the mean,
     ``<key>_std`` and ``<key>_n`` over seeds of :data:`TABLE` and ``compression_ratio``.
-    Prints a table and writes ``ablation.{md,json,png}`` (module docstring). Raises
-    ``FileNotFoundError``/``KeyError`` naming a run that lacks its files or the key."""
+    Prints a table and writes ``ablation.{md,json,png}`` (module docstring). ``default``:
+    the value of ``by`` for a run whose ``config.yaml`` lacks the key (made by a version of
+    flip before the option existed, so it ran with the option's default; ``None``: such a
+    run is an error). Raises ``FileNotFoundError``/``KeyError`` naming a run that lacks its
+    files or the key."""
     runs = find_runs(run_dirs)
     per_run = []
     for run in runs:
         row, _ = read_run(run)
-        row["value"] = config_value(run, by)
+        try:
+            row["value"] = config_value(run, by)
+        except KeyError:
+            if default is None:
+                raise
+            row["value"] = default
         per_run.append(row)
     per_run.sort(key=lambda r: (r["value"], r["run_dir"]))
     rows = []
@@ -137,9 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         default="pruning.threshold",
         help="dotted config key swept (default pruning.threshold)",
     )
+    parser.add_argument(
+        "--default",
+        type=yaml.safe_load,
+        default=None,
+        help="value of --by for runs whose config.yaml lacks it (made before the option "
+        "existed, so with its default), e.g. 0.0",
+    )
     args = parser.parse_args(argv)
     return cli.run(
-        lambda: ablation(args.run_dirs, args.by, args.out), (FileNotFoundError, KeyError)
+        lambda: ablation(args.run_dirs, args.by, args.out, args.default),
+        (FileNotFoundError, KeyError),
     )
 
 

@@ -29,7 +29,7 @@ from flip.analysis import cli
 from flip.analysis.algorithm_table import default_target, metric_cells, pruning_cells, summarise
 from flip.analysis.dashboard import dashboard, notes
 from flip.analysis.plots import plot
-from flip.analysis.rows import Run, load_runs
+from flip.analysis.rows import Run, label_by_dir, load_runs
 from flip.analysis.runs import config_get, output_dir
 from flip.analysis.tables import html_table, markdown_table, print_table, show
 
@@ -93,7 +93,8 @@ def setting_text(runs: list[Run]) -> str:
 
 
 def compare(
-    run_dirs: list[str | Path], out_dir: str | Path | None = None, target: float | None = None
+    run_dirs: list[str | Path], out_dir: str | Path | None = None, target: float | None = None,
+    labels: str = "config",
 ) -> list[dict]:
     """Check, tabulate, plot and write the dashboard; returns the rows of
     :func:`flip.analysis.algorithm_table.summarise`.
@@ -102,14 +103,22 @@ def compare(
     (default: the runs' common parent). ``target``: validation top-1 as a fraction in
     (0, 1] (default :func:`flip.analysis.algorithm_table.default_target`; without any
     validation split there is no target and the to-target cells say "no val split").
+    ``labels``: ``config`` (the algorithm and the settings that differ,
+    :func:`flip.analysis.rows.label_runs`) or ``dirs`` (the run directory's name less its
+    ``_seed<N>``, :func:`flip.analysis.rows.label_by_dir`: for a ``results/`` folder whose
+    runs come from versions of flip with different config keys).
     Raises ``FileNotFoundError`` for a dir without a run, :class:`IncomparableRunsError`,
-    and ``ValueError`` for a target outside (0, 1].
+    and ``ValueError`` for a target outside (0, 1] or an unknown ``labels``.
     """
     if target is not None and not 0.0 < target <= 1.0:
         raise ValueError(f"--target {target} is invalid: give a fraction in (0, 1], e.g. 0.7")
+    if labels not in ("config", "dirs"):
+        raise ValueError(f"--labels {labels!r} is invalid: accepted values are config, dirs")
     runs = load_runs(run_dirs)
     if not runs:
         raise FileNotFoundError("no run dirs given")
+    if labels == "dirs":
+        label_by_dir(runs)
     check_comparable(runs)
     out = output_dir([r.path for r in runs], out_dir)
     if target is None:
@@ -149,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="validation top-1 to reach, a fraction (e.g. 0.7; default: the lowest best)",
     )
+    parser.add_argument(
+        "--labels",
+        choices=("config", "dirs"),
+        default="config",
+        help="row labels: config (algorithm + differing settings, default) or dirs (the run "
+        "directory's name less _seed<N>)",
+    )
     args = parser.parse_args(argv)
     return cli.run(
-        lambda: compare(args.run_dirs, args.out, args.target), (FileNotFoundError, ValueError)
+        lambda: compare(args.run_dirs, args.out, args.target, args.labels),
+        (FileNotFoundError, ValueError),
     )
 
 

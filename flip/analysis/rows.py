@@ -271,6 +271,18 @@ def label_runs(runs: list[Run]) -> None:
             r.label = f"{algo} ({', '.join(parts)})" if parts else algo
 
 
+def label_by_dir(runs: list[Run]) -> None:
+    """Label each run by its directory name less a ``_seed<N>`` suffix (the labels of a
+    ``results/NAME/spec.yaml``, :mod:`flip.results`), e.g. ``autoflip-per_round_seed2`` →
+    ``autoflip-per_round``; a run whose directory has no such suffix keeps its label. For
+    runs whose configs were written by different versions of flip, where the config keys
+    that :func:`label_runs` compares are not the same."""
+    for r in runs:
+        label, sep, seed = Path(r.path).name.rpartition("_seed")
+        if sep and label and seed.isdigit():
+            r.label = label
+
+
 def load_runs(paths: list[str | Path]) -> list[Run]:
     """Every run under ``paths`` (see :func:`flip.analysis.runs.expand_run_dirs`), labelled
     by :func:`label_runs`. Raises ``FileNotFoundError`` for a dir with no run."""
