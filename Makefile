@@ -117,4 +117,6 @@ ablation-tp: install ## Tp ablation (0.1-0.5, CIFAR-10 patho) as a Hydra multiru
 
 results: install data-shakespeare ## The published comparisons of results/ (3 seeds each; hours on 2 CPU cores, resumable)
 	$(PY) -m flip.results results/fmnist_compare results/tp_ablation results/init_from \
+	  results/adaptive results/guidance_attack_mean results/guidance_attack_median \
+	  results/guidance_attack_trimmed results/guidance_privacy \
 	  results/shakespeare results/fmnist_long
