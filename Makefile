@@ -55,7 +55,7 @@ demo: install ## AutoFLIP vs FedAvg on Fashion-MNIST (pathological, 2 classes/cl
 	$(PY) -m flip -m experiment=fmnist_patho hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m flip.analysis.report $(DEMO_DIR)
 
-test: install ## The test suite (5 min 41 s in a from-scratch CI run on 2 CPU cores, plus the install)
+test: install ## The test suite (5 min 2 s on 2 idle CPU cores at 3faffc7, more with new tests; README: Tests)
 	$(PY) -m pytest
 
 test-all: install ## Also the slow real-data tests
