@@ -15,7 +15,7 @@ from flower_helpers import SETTING, needs_fmnist, rows, run  # noqa: E402
 from flip.algorithms import autoflip as autoflip_module  # noqa: E402
 from flip.engines.flower import direct_grid  # noqa: E402
 from flip.engines.flower.secure import QUANTIZATION_RANGE  # noqa: E402
-from flip.errors import ConfigError  # noqa: E402
+from flip.errors import ConfigError, TrainingStopped  # noqa: E402
 from flip.federation.executor import LocalExecutor  # noqa: E402
 from flip.train import train  # noqa: E402
 
@@ -148,3 +148,21 @@ def test_one_explorer_or_two_on_one_supernode_is_refused(tmp_path):
         train(shared)
     assert err.value.field == "engine.num_supernodes"
     assert rows(tmp_path / "shared") == []  # stopped before round 1
+
+
+@needs_fmnist
+def test_too_few_explorers_left_stops_the_run_with_a_flip_error(tmp_path, monkeypatch):
+    """With 4 of 6 explorers failing, 2 are left: fewer than SecAgg+'s reconstruction
+    threshold (3 of 6 shares), so no sum can be unmasked and the run stops before round 1."""
+    real = LocalExecutor.train_one
+
+    def train_or_fail(self, fed, net, masks, job):
+        if job.client < 4:
+            raise RuntimeError(f"client {job.client} broke")
+        return real(self, fed, net, masks, job)
+
+    monkeypatch.setattr(LocalExecutor, "train_one", train_or_fail)
+    with pytest.raises(TrainingStopped, match="SecAgg"):
+        run(tmp_path, [*SECURE, f"exploration.secure_clipping_range={RANGE}",
+                       "exploration.client_fraction=1.0"])
+    assert rows(tmp_path) == []

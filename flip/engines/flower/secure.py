@@ -49,7 +49,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from torch import Tensor
 
 from flip.engines.flower.codec import job_fields, job_from_fields
-from flip.errors import ConfigError
+from flip.errors import ConfigError, TrainingStopped
 from flip.federation.executor import ClientJob
 from flip.federation.failures import first_nonfinite
 from flip.federation.seeding import derive_seed
@@ -132,8 +132,8 @@ def secure_mean(executor, fed, net: torch.nn.Module, jobs: list[ClientJob], clip
         ConfigError: two explorers on one SuperNode (``engine.num_supernodes``: SecAgg+ takes
             one vector per node) or more than 1024 explorers (the modulus), before any
             training.
-        RuntimeError: the protocol halted (fewer than its reconstruction threshold of
-            explorers left); the message says at which point.
+        TrainingStopped: the protocol halted (fewer explorers left than its reconstruction
+            threshold, half of them); the message counts those that answered.
     """
     route = executor.nodes(fed)
     node_client = {route.node_of(job.client): job.client for job in jobs}
@@ -170,7 +170,7 @@ def secure_mean(executor, fed, net: torch.nn.Module, jobs: list[ClientJob], clip
         modulus_range=MODULUS_RANGE, timeout=executor.timeout_s)
     workflow(executor.grid, context)
     if strategy.mean is None:
-        raise RuntimeError(
+        raise TrainingStopped(
             f"exploration: Flower's SecAgg+ halted with {len(strategy.metrics)} of {len(jobs)} "
             f"explorers answering (failures: {strategy.failures[:3]}); no guidance matrix")
     shapes = {name: p.shape for name, p in net.named_parameters()}
