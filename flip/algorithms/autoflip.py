@@ -11,7 +11,11 @@ import torch
 
 from flip.algorithms.autoflip_adaptive import AdaptiveMasks
 from flip.algorithms.autoflip_params import ExplorationParams, PruningParams
-from flip.algorithms.autoflip_secure import secure_displacement
+from flip.algorithms.autoflip_secure import (
+    check_secure_engine,
+    check_secure_settings,
+    secure_displacement,
+)
 from flip.algorithms.base import Algorithm
 from flip.errors import TrainingStopped
 from flip.federation.callbacks import CallbackSpec
@@ -109,22 +113,12 @@ class AutoFLIP(Algorithm):
                   "Each round's mask would be a new release of the reports; its privacy is "
                   "not accounted.")
             self.adaptive = AdaptiveMasks(exploration.aggregate, exploration.trim)
-        if exploration.secure_aggregation:
-            check("exploration.secure_aggregation", True, pruning.adaptive == "none",
-                  "false (with pruning.adaptive=per_round)",
-                  "per_round masks need each client's own report, which SecAgg+ hides.")
-            check("exploration.secure_aggregation", True, self.init_from == "initial",
-                  "false (with algorithm.init_from=explored)",
-                  "init_from=explored needs the explorers' models, which would reveal D_k.")
+        check_secure_settings(exploration, pruning, self.init_from)
 
     def check_engine(self, executor) -> None:
-        """``exploration.secure_aggregation`` needs an engine with SecAgg+ (``engine=flower``);
-        ``ConfigError`` naming the field otherwise, before any data is read."""
-        if self.exploration.secure_aggregation:
-            check("exploration.secure_aggregation", True,
-                  getattr(executor, "secure_aggregation", False),
-                  f"false (with engine={executor.name})",
-                  "SecAgg+ is Flower's: run with engine=flower (docs/robust-guidance.md).")
+        """Refuse secure aggregation on an engine without SecAgg+
+        (:func:`flip.algorithms.autoflip_secure.check_secure_engine`)."""
+        check_secure_engine(self.exploration, executor)
 
     def explorers(self, seed: int, num_clients: int) -> list[int]:
         """The explorers: max(1, round(fraction·K)) clients drawn from the exploration stream."""

@@ -14,9 +14,35 @@ from flip.errors import TrainingStopped
 from flip.federation.executor import ClientJob
 from flip.federation.seeding import derive_seed
 from flip.metrics.costs import BYTES_PER_VALUE
+from flip.params import check
 from flip.pruning.guidance_robust import add_gaussian_noise
 
 log = logging.getLogger(__name__)
+
+
+def check_secure_settings(exploration, pruning, init_from: str) -> None:
+    """With ``exploration.secure_aggregation``, refuse (``ConfigError`` naming the field)
+    ``pruning.adaptive: per_round`` (each round's mask needs each client's own report) and
+    ``init_from: explored`` (needs the explorers' θ_k, which would reveal their D_k)."""
+    if not exploration.secure_aggregation:
+        return
+    check("exploration.secure_aggregation", True, pruning.adaptive == "none",
+          "false (with pruning.adaptive=per_round)",
+          "per_round masks need each client's own report, which SecAgg+ hides.")
+    check("exploration.secure_aggregation", True, init_from == "initial",
+          "false (with algorithm.init_from=explored)",
+          "init_from=explored needs the explorers' models, which would reveal D_k.")
+
+
+def check_secure_engine(exploration, executor) -> None:
+    """``exploration.secure_aggregation`` needs an executor with SecAgg+
+    (``Executor.secure_aggregation``: ``engine=flower``); ``ConfigError`` naming the field
+    otherwise. :func:`flip.train.train` calls it before any data is read."""
+    if exploration.secure_aggregation:
+        check("exploration.secure_aggregation", True,
+              getattr(executor, "secure_aggregation", False),
+              f"false (with engine={executor.name})",
+              "SecAgg+ is Flower's: run with engine=flower (docs/robust-guidance.md).")
 
 
 def secure_displacement(fed, jobs: list[ClientJob], exploration, noise_stream: int
