@@ -11,9 +11,11 @@ import torch
 
 from flip.algorithms.autoflip_adaptive import AdaptiveMasks
 from flip.algorithms.autoflip_params import ExplorationParams, PruningParams
-from flip.algorithms.autoflip_secure import (
+from flip.algorithms.autoflip_secure import (  # noqa: F401  (GUIDANCE_NOISE_STREAM: public)
+    GUIDANCE_NOISE_STREAM,
     check_secure_engine,
     check_secure_settings,
+    released_mean,
     secure_displacement,
 )
 from flip.algorithms.base import Algorithm
@@ -26,7 +28,6 @@ from flip.metrics.costs import BYTES_PER_VALUE
 from flip.params import check, check_choice, from_node
 from flip.pruning import guidance_matrix, squared_displacement
 from flip.pruning.guidance_robust import (
-    add_gaussian_noise,
     aggregate_displacements,
     attack_displacement,
     clip_displacement,
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 
 GUIDANCE_ATTACK_STREAM = 4003
 """Stream key of the malicious explorers' choice and of the ``random`` attack's draws."""
-GUIDANCE_NOISE_STREAM = 4004
-"""Stream key of private guidance's Gaussian noise (docs/robust-guidance.md)."""
 
 EXPLORATION_WAVE = 32
 """Explorers trained per executor call: the explorers are one cohort, sent in waves of this
@@ -185,7 +184,7 @@ class AutoFLIP(Algorithm):
             for k in clients
         ]
         if ex.secure_aggregation:  # SecAgg+: the server learns the sum of the D_k alone
-            return secure_displacement(fed, jobs, ex, GUIDANCE_NOISE_STREAM), {}
+            return secure_displacement(fed, jobs, ex), {}
         used = 0
         for start in range(0, len(jobs), EXPLORATION_WAVE):
             wave = jobs[start:start + EXPLORATION_WAVE]
@@ -245,10 +244,7 @@ class AutoFLIP(Algorithm):
             return aggregate_displacements(reports, ex.aggregate, ex.trim), explored
         if attacked:
             self.clean_displacement = {k: v / used for k, v in clean_total.items()}
-        if ex.privacy.enabled:
-            gen = torch.Generator().manual_seed(derive_seed(fed.seed, GUIDANCE_NOISE_STREAM))
-            total = add_gaussian_noise(total, ex.privacy.noise_multiplier, ex.privacy.clip, gen)
-        return {k: v / used for k, v in total.items()}, explored
+        return released_mean(total, used, ex.privacy, fed.seed), explored
 
     def setup(self, fed) -> None:
         """Exploration (§2.1), guidance matrix, hybrid mask (§2.2), start of round 1 (§2.3),

@@ -45,13 +45,28 @@ def check_secure_engine(exploration, executor) -> None:
               "SecAgg+ is Flower's: run with engine=flower (docs/robust-guidance.md).")
 
 
-def secure_displacement(fed, jobs: list[ClientJob], exploration, noise_stream: int
-                        ) -> dict[str, Tensor]:
+GUIDANCE_NOISE_STREAM = 4004
+"""Stream key of private guidance's Gaussian noise (docs/robust-guidance.md)."""
+
+
+def released_mean(total: dict[str, Tensor], used: int, privacy, seed: int) -> dict[str, Tensor]:
+    """D = (Σ_k D_k + N(0, σ²C²)) / n, the one release of the guidance, by parameter name
+    (float32): ``total`` the sum over the ``used`` = n explorers, noise only when ``privacy``
+    (:class:`~flip.algorithms.autoflip_params.PrivacyParams`) is enabled, drawn from the run
+    ``seed``'s :data:`GUIDANCE_NOISE_STREAM` (docs/robust-guidance.md). Shared by the plain
+    and the secure exploration."""
+    if privacy.enabled:
+        gen = torch.Generator().manual_seed(derive_seed(seed, GUIDANCE_NOISE_STREAM))
+        total = add_gaussian_noise(total, privacy.noise_multiplier, privacy.clip, gen)
+    return {k: v / used for k, v in total.items()}
+
+
+def secure_displacement(fed, jobs: list[ClientJob], exploration) -> dict[str, Tensor]:
     """D = (Σ_k D_k [+ N(0, σ²C²)]) / n over the n explorers whose masked report entered the
     secure sum, by parameter name (float32, CPU). Each explorer is costed as without secure
     aggregation (:meth:`flip.metrics.ledger.CostLedger.add_explorer`; one that dropped out
     costs its download); private guidance clips each D_k on its client and adds the noise here,
-    to the sum (``noise_stream``: the seed stream of that noise, as without SecAgg+).
+    to the sum (:func:`released_mean`, as without SecAgg+).
 
     Raises:
         TrainingStopped: no explorer's report entered the sum.
@@ -75,7 +90,5 @@ def secure_displacement(fed, jobs: list[ClientJob], exploration, noise_stream: i
                               "the secure sum; no guidance matrix can be computed")
     if not ex.privacy.enabled:
         return result.mean
-    total = {k: v * used for k, v in result.mean.items()}
-    gen = torch.Generator().manual_seed(derive_seed(fed.seed, noise_stream))
-    total = add_gaussian_noise(total, ex.privacy.noise_multiplier, ex.privacy.clip, gen)
-    return {k: v / used for k, v in total.items()}
+    return released_mean({k: v * used for k, v in result.mean.items()}, used, ex.privacy,
+                         fed.seed)
