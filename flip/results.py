@@ -14,7 +14,10 @@
 For every label and seed the driver runs ``python -m flip <base> <overrides> seed=<seed>`` into
 ``logs/results/NAME/<label>_seed<seed>`` in its own process: a run that finished
 (``summary.json``) is skipped, one that stopped after a checkpoint is continued with ``resume=``
-(so a long comparison spans sessions), ``{logs}`` and ``{seed}`` in overrides are filled in;
+(so a long comparison spans sessions), ``{logs}`` and ``{seed}`` in overrides are filled in.
+``--save-unfinished`` copies the newest checkpoint (and ``rounds.csv``, ``config.yaml``) of each
+unfinished run to ``results/NAME/unfinished/<label>_seed<seed>/``, to commit: on a fresh clone
+the driver continues such a run from that copy, and drops the copy once the run finished;
 ``--jobs N`` runs N of them at once (one process each; on 2 CPU cores set ``OMP_NUM_THREADS=1``,
 as ``make compare-async`` does). ``reuse`` takes the finished runs of another spec (same code,
 same setting; its committed ``results/NAME/runs/`` copy first) instead of running them again.
@@ -36,10 +39,12 @@ from pathlib import Path
 
 import yaml
 
+from flip.federation.checkpoint import CHECKPOINT_DIR, list_checkpoints
 from flip.provenance import provenance
 
 LOGS = Path("logs/results")
 KEPT = ("config.yaml", "summary.json", "rounds.csv")
+UNFINISHED = "unfinished"
 
 
 def load_spec(folder: Path) -> dict:
@@ -59,18 +64,45 @@ def load_spec(folder: Path) -> dict:
     return spec
 
 
-def run_one(name: str, label: str, seed: int, overrides: list[str]) -> Path:
-    """Run (or continue, or skip) one run; returns its directory."""
+def run_one(name: str, label: str, seed: int, overrides: list[str],
+            saved: Path | None = None) -> Path:
+    """Run (or continue, or skip) one run; returns its directory. ``saved``: the folder of
+    committed unfinished runs (``results/NAME/unfinished``), continued from when the logs hold
+    no checkpoint of the run."""
     out = LOGS / name / f"{label}_seed{seed}"
     if (out / "summary.json").is_file():
         return out
+    copy = saved / out.name if saved else None
+    if (copy and not list_checkpoints(out / CHECKPOINT_DIR)
+            and list_checkpoints(copy / CHECKPOINT_DIR)):
+        shutil.copytree(copy, out, dirs_exist_ok=True)
     filled = [o.format(logs=str(LOGS / name), seed=seed) for o in overrides]
     cmd = [sys.executable, "-m", "flip", *filled, f"seed={seed}", f"hydra.run.dir={out}"]
-    if any((out / "checkpoints").glob("round_*.pt")):
+    if list_checkpoints(out / CHECKPOINT_DIR):
         cmd.append(f"resume={out}")
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return out
+
+
+def save_unfinished(name: str, dest: Path) -> list[str]:
+    """Copy the newest checkpoint, ``rounds.csv`` and ``config.yaml`` of every unfinished run
+    under ``logs/results/NAME`` (a checkpoint, no ``summary.json``) to ``dest/<run>/``, replacing
+    an older copy; returns the runs copied."""
+    saved = []
+    for out in sorted((LOGS / name).glob("*")):
+        found = list_checkpoints(out / CHECKPOINT_DIR)
+        if (out / "summary.json").is_file() or not found:
+            continue
+        target = dest / out.name
+        shutil.rmtree(target, ignore_errors=True)
+        (target / CHECKPOINT_DIR).mkdir(parents=True)
+        shutil.copy2(found[-1][1], target / CHECKPOINT_DIR / found[-1][1].name)
+        for kept in ("config.yaml", "rounds.csv"):
+            if (out / kept).is_file():
+                shutil.copy2(out / kept, target / kept)
+        saved.append(out.name)
+    return saved
 
 
 def collect(run_dir: Path, dest: Path) -> None:
@@ -111,7 +143,8 @@ def make(folder: Path, analyse_only: bool = False, jobs: int = 1) -> None:
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(
-                lambda t: run_one(name, t[1], t[0], [*spec["base"], *t[2]]), todo))
+                lambda t: run_one(name, t[1], t[0], [*spec["base"], *t[2]],
+                                  folder / UNFINISHED), todo))
     for (seed, label, _), run_dir in zip(todo, results, strict=True):
         done[f"{label}_seed{seed}"] = run_dir
     for seed in spec["seeds"]:
@@ -120,6 +153,7 @@ def make(folder: Path, analyse_only: bool = False, jobs: int = 1) -> None:
     for key, run_dir in done.items():
         if (run_dir / "summary.json").is_file():
             collect(run_dir, runs / key)
+            shutil.rmtree(folder / UNFINISHED / key, ignore_errors=True)
     command = f"python -m flip.results {folder}" + (f" --jobs {jobs}" if jobs > 1 else "")
     record = {"spec": spec, "command": command, "runs": sorted(done), **provenance()}
     made = folder / "provenance.json"
@@ -138,8 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--analyse-only", action="store_true",
                     help="collect finished runs and redo the tables and plots; run nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    ap.add_argument("--save-unfinished", action="store_true",
+                    help=f"copy each unfinished run's newest checkpoint to NAME/{UNFINISHED}/ "
+                         "(to commit, so a fresh clone continues it); run nothing")
     args = ap.parse_args(argv)
     for folder in args.folders:
+        if args.save_unfinished:
+            saved = save_unfinished(folder.name, folder / UNFINISHED)
+            print(f"{folder}: saved {', '.join(saved) or 'no unfinished run'}")
+            continue
         make(folder, args.analyse_only, args.jobs)
     return 0
 

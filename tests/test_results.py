@@ -5,6 +5,7 @@ the provenance recorded, and a re-analysis keeps the record of the commit that m
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -70,6 +71,34 @@ def test_unfinished_run_is_resumed_from_its_checkpoint(comparison, calls):
     results.run_one("demo", "fedavg", 2, ["algorithm=fedavg"])
     (cmd,) = calls
     assert cmd[1:3] == ["-m", "flip"] and f"resume={out}" in cmd and "seed=2" in cmd
+
+
+def test_saved_unfinished_run_continues_on_a_fresh_clone(comparison, calls):
+    """``--save-unfinished`` copies only the newest checkpoint (with rounds.csv, config.yaml) of
+    a run that has not finished; with the logs gone (a fresh clone) the driver copies it back
+    and resumes from it, and drops the copy once the run has finished."""
+    out = results.LOGS / "demo" / "fedavg_seed2"
+    (out / "summary.json").unlink()
+    (out / "checkpoints").mkdir()
+    for r in (3, 4):
+        (out / "checkpoints" / f"round_{r:04d}.pt").write_bytes(bytes([r]))
+    results.main([str(comparison), "--save-unfinished"])
+    saved = comparison / results.UNFINISHED / "fedavg_seed2"
+    kept = sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file())
+    assert kept == ["checkpoints/round_0004.pt", "config.yaml", "rounds.csv"]
+    assert not calls  # nothing ran
+    assert sorted(p.name for p in (comparison / results.UNFINISHED).iterdir()) == [
+        "fedavg_seed2"]  # finished runs are not saved
+    shutil.rmtree(results.LOGS / "demo" / "fedavg_seed2")  # a fresh clone: no logs
+    results.run_one("demo", "fedavg", 2, ["algorithm=fedavg"], comparison / results.UNFINISHED)
+    (cmd,) = calls
+    assert f"resume={out}" in cmd
+    assert (out / "checkpoints" / "round_0004.pt").read_bytes() == bytes([4])
+
+    shutil.rmtree(out)
+    write_run(out, "fedavg", 2, test=[0.2, 0.4], val=[0.3, 0.5])  # the run finishes
+    results.make(comparison)
+    assert not saved.exists() and (comparison / "runs" / "fedavg_seed2" / "summary.json").is_file()
 
 
 def test_reanalysis_keeps_the_runs_record(comparison, calls):
